@@ -1,0 +1,89 @@
+/* The relay's data path as the control plane sees it: start/stop the io_uring worker(s),
+ * tell them which cameras exist, read per-camera status. This is the one narrow interface
+ * between control/ and relay/; relay/ never includes control/ headers. */
+#ifndef RLY_RELAY_H
+#define RLY_RELAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#define RLY_NAME_MAX 64
+#define RLY_MAX_SERVICES 4
+
+struct rly_relay;
+
+/* Called from a worker thread when a camera's tunnel comes up or goes down. Must not block:
+ * the control plane copies what it needs and returns. */
+typedef void (*rly_event_fn)(void *ctx, const char *serial, int online, const char *site_addr,
+                             uint64_t bytes_relayed);
+
+struct rly_config {
+    const char *relay_name;      /* in tickets */
+    const char *listen_external; /* "host:port" for agents (TLS) */
+    SSL_CTX *tls;                /* server context (borrowed; outlives the relay) */
+    uint32_t keepalive_ms;       /* ping interval on control tunnels */
+    uint32_t max_conns;          /* connection slots (pool sized at start) */
+    rly_event_fn on_event;
+    void *event_ctx;
+};
+
+struct rly_endpoint_spec {
+    char service[16];
+    int listen_fd; /* a bound, listening, non-blocking socket; consumed by rly_relay_camera_put */
+    uint16_t port;
+};
+
+struct rly_camera_spec {
+    char serial[RLY_NAME_MAX];
+    uint8_t salt[16];
+    uint32_t iterations;
+    uint8_t stored_key[32];
+    unsigned n_endpoints;
+    struct rly_endpoint_spec endpoints[RLY_MAX_SERVICES];
+};
+
+struct rly_camera_status {
+    int online;
+    char site_addr[RLY_NAME_MAX];
+    int64_t last_seen_unix;
+    uint64_t bytes_relayed; /* both directions, streams of this camera, since start */
+    uint32_t open_streams;
+    const char *data_path;  /* "userspace-tls", "ktls" (static string) */
+};
+
+/* Starts the worker thread(s) listening on cfg->listen_external. Returns 0 or -errno with a
+ * logged reason. Call from the main thread. */
+int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out);
+
+/* Port the external listener is bound to (useful with port 0). */
+uint16_t rly_relay_external_port(struct rly_relay *relay);
+
+/* Stops the workers, closes every connection and listener, frees the relay. */
+void rly_relay_stop(struct rly_relay *relay);
+
+/* Sets the key the dispatcher signs this relay's tickets with (32 bytes). Any thread. */
+void rly_relay_set_ticket_key(struct rly_relay *relay, const uint8_t key[32]);
+
+/* Adds a camera or replaces its verifier; its endpoint listeners start accepting recorder
+ * connections. The spec's listen fds are consumed on every path (a replaced camera keeps its
+ * old listeners and the new fds are closed). Any thread; returns 0 or -errno. */
+int rly_relay_camera_put(struct rly_relay *relay, struct rly_camera_spec *spec);
+
+/* Removes a camera: its tunnel, streams and endpoint listeners are closed. Returns 0 or
+ * -ENOENT. Any thread. */
+int rly_relay_camera_del(struct rly_relay *relay, const char *serial);
+
+/* Copies a camera's live status. Returns 0 or -ENOENT. Any thread. */
+int rly_relay_camera_status(struct rly_relay *relay, const char *serial,
+                            struct rly_camera_status *out);
+
+/* Relay-wide counters for status output and tests. */
+struct rly_counters {
+    uint64_t tunnels_accepted, tunnels_refused, handshake_failures, data_conns_refused;
+    uint64_t streams_opened, streams_closed, bytes_relayed, frames_rejected;
+};
+void rly_relay_counters(struct rly_relay *relay, struct rly_counters *out);
+
+#endif

@@ -1,0 +1,563 @@
+/* The relay worker: one io_uring, its connection slots, its cameras, one CQE dispatcher. */
+#include "relay/worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/net.h"
+#include "common/util.h"
+
+#define RING_ENTRIES 4096
+
+int rly__buf_ensure(struct rly_buf *b, uint32_t cap)
+{
+    if (b->mem)
+        return 0;
+    b->mem = malloc(cap); /* once per slot, then reused: not per I/O */
+    if (!b->mem)
+        return -ENOMEM;
+    b->cap = cap;
+    b->off = b->len = 0;
+    return 0;
+}
+
+/* Gets an SQE, flushing the submission queue when it is full. */
+static struct io_uring_sqe *get_sqe(struct rly_worker *w)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+    if (!sqe) {
+        io_uring_submit(&w->ring);
+        sqe = io_uring_get_sqe(&w->ring);
+    }
+    return sqe; /* cannot be NULL right after a submit of a full queue */
+}
+
+int32_t rly__conn_alloc(struct rly_worker *w, int kind, int fd)
+{
+    int32_t idx = w->free_head;
+    if (idx < 0)
+        return -1;
+    struct rly_conn *c = &w->conns[idx];
+    w->free_head = c->peer;
+    w->n_used++;
+    /* Keep the slot's buffers (allocated once) and generation; reset everything else. */
+    struct rly_buf in = c->in, out = c->out, frame = c->frame;
+    uint32_t gen = c->gen;
+    memset(c, 0, sizeof(*c));
+    c->in = in, c->out = out, c->frame = frame;
+    c->in.off = c->in.len = 0;
+    c->out.off = c->out.len = 0;
+    c->frame.off = c->frame.len = 0;
+    c->gen = gen;
+    c->kind = (uint8_t)kind;
+    c->fd = fd;
+    c->peer = -1;
+    c->camera = -1;
+    c->next_pending = -1;
+    return idx;
+}
+
+static void conn_free(struct rly_worker *w, struct rly_conn *c)
+{
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->auth_start) {
+        camrelay__auth_start__free_unpacked(c->auth_start, NULL);
+        c->auth_start = NULL;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->kind = RLY_CONN_FREE;
+    c->gen = (c->gen + 1) & 0xffffff;
+    c->peer = w->free_head;
+    w->free_head = rly__idx(w, c);
+    w->n_used--;
+}
+
+static void maybe_free(struct rly_worker *w, struct rly_conn *c)
+{
+    if (c->closing && !c->recv_busy && !c->send_busy && !c->accept_armed)
+        conn_free(w, c);
+}
+
+void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why)
+{
+    if (c->closing || c->kind == RLY_CONN_FREE)
+        return;
+    c->closing = 1;
+    if (why)
+        cr_debug("closing %s %s: %s", c->kind == RLY_CONN_RECORDER ? "recorder" : "connection",
+                 c->addr, why);
+    if (c->kind == RLY_CONN_AGENT)
+        rly__agent_on_close(w, c);
+    if (c->kind == RLY_CONN_AGENT || c->kind == RLY_CONN_RECORDER)
+        rly__stream_on_close(w, c);
+    if (c->accept_armed) {
+        struct io_uring_sqe *sqe = get_sqe(w);
+        io_uring_prep_cancel64(sqe, rly__ud(RLY_OP_ACCEPT, (uint32_t)rly__idx(w, c), c->gen), 0);
+        io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_CANCEL, 0, 0));
+    }
+    /* Ends in-flight recv/send at once; the fd is closed when the last completion arrives. */
+    if (c->fd >= 0 && (c->kind == RLY_CONN_AGENT || c->kind == RLY_CONN_RECORDER))
+        shutdown(c->fd, SHUT_RDWR);
+    maybe_free(w, c);
+}
+
+void rly__post_recv(struct rly_worker *w, struct rly_conn *c)
+{
+    if (c->recv_busy || c->closing || c->read_eof)
+        return;
+    struct rly_buf *b = &c->in;
+    if (b->len == 0)
+        b->off = 0;
+    uint32_t space = b->cap - b->off - b->len;
+    if (space == 0)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_recv(sqe, c->fd, b->mem + b->off + b->len, space, 0);
+    io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_RECV, (uint32_t)rly__idx(w, c), c->gen));
+    c->recv_busy = 1;
+}
+
+void rly__post_send(struct rly_worker *w, struct rly_conn *c)
+{
+    if (c->send_busy || c->closing || c->out.len == 0)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_send(sqe, c->fd, c->out.mem + c->out.off, c->out.len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_SEND, (uint32_t)rly__idx(w, c), c->gen));
+    c->send_busy = 1;
+}
+
+static void arm_accept(struct rly_worker *w, struct rly_conn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_multishot_accept(sqe, c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_ACCEPT, (uint32_t)rly__idx(w, c), c->gen));
+    c->accept_armed = 1;
+}
+
+static void arm_event(struct rly_worker *w)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_read(sqe, w->event_fd, &w->event_val, sizeof(w->event_val), 0);
+    io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_EVENT, 0, 0));
+}
+
+static void arm_tick(struct rly_worker *w)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    w->tick.tv_sec = 0;
+    w->tick.tv_nsec = RLY_TICK_MS * 1000000L;
+    io_uring_prep_timeout(sqe, &w->tick, 0, 0);
+    io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_TICK, 0, 0));
+}
+
+struct rly_camera *rly__camera(struct rly_worker *w, int32_t idx)
+{
+    if (idx < 0 || (uint32_t)idx >= w->n_cameras || !w->cameras[idx].in_use)
+        return NULL;
+    return &w->cameras[idx];
+}
+
+int32_t rly__camera_find(struct rly_worker *w, const char *serial)
+{
+    for (uint32_t i = 0; i < w->n_cameras; i++)
+        if (w->cameras[i].in_use && strcmp(w->cameras[i].serial, serial) == 0)
+            return (int32_t)i;
+    return -1;
+}
+
+void rly__camera_set_online(struct rly_worker *w, struct rly_camera *cam, int32_t tunnel,
+                            const char *site_addr)
+{
+    struct rly_relay *r = w->relay;
+    int online = tunnel >= 0;
+    pthread_mutex_lock(&r->lock);
+    cam->tunnel = tunnel;
+    cam->last_seen_unix = cr_unix_now();
+    if (site_addr)
+        cr_strlcpy(cam->site_addr, site_addr, sizeof(cam->site_addr));
+    pthread_mutex_unlock(&r->lock);
+    if (r->cfg.on_event)
+        r->cfg.on_event(r->cfg.event_ctx, cam->serial, online, cam->site_addr,
+                        atomic_load_explicit(&cam->bytes_relayed, memory_order_relaxed));
+}
+
+static void on_accept(struct rly_worker *w, struct rly_conn *l, struct io_uring_cqe *cqe)
+{
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        l->accept_armed = 0;
+        if (l->closing) {
+            maybe_free(w, l);
+            return;
+        }
+        if (cqe->res != -ECANCELED)
+            arm_accept(w, l);
+    }
+    if (cqe->res < 0) {
+        if (cqe->res != -ECANCELED)
+            cr_warn("accept on port %u failed: %s", cr_sock_port(l->fd), strerror(-cqe->res));
+        return;
+    }
+    int fd = cqe->res;
+    int32_t idx = rly__conn_alloc(w, l->kind == RLY_CONN_LISTEN_EXTERNAL ? RLY_CONN_AGENT
+                                                                         : RLY_CONN_RECORDER, fd);
+    if (idx < 0) {
+        cr_warn("connection pool full (%u slots): refusing a connection", w->n_conns);
+        close(fd);
+        return;
+    }
+    struct rly_conn *c = &w->conns[idx];
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+        cr_addr_format((struct sockaddr *)&ss, c->addr, sizeof(c->addr));
+    cr_tcp_tune(fd);
+    if (c->kind == RLY_CONN_AGENT) {
+        if (rly__agent_start(w, c) < 0)
+            rly__conn_close(w, c, "cannot set up TLS");
+    } else {
+        rly__recorder_start(w, c, l);
+    }
+}
+
+static void on_recv(struct rly_worker *w, struct rly_conn *c, int res)
+{
+    c->recv_busy = 0;
+    if (c->closing) {
+        maybe_free(w, c);
+        return;
+    }
+    if (c->kind == RLY_CONN_RECORDER) {
+        rly__recorder_on_recv(w, c, res);
+        return;
+    }
+    if (res < 0) {
+        rly__conn_close(w, c, strerror(-res));
+        return;
+    }
+    if (res == 0) {
+        c->read_eof = 1;
+    } else {
+        c->in.len += (uint32_t)res;
+    }
+    rly__agent_on_recv(w, c);
+}
+
+static void on_send(struct rly_worker *w, struct rly_conn *c, int res)
+{
+    c->send_busy = 0;
+    if (c->closing) {
+        maybe_free(w, c);
+        return;
+    }
+    if (res < 0) {
+        rly__conn_close(w, c, strerror(-res));
+        return;
+    }
+    c->out.off += (uint32_t)res;
+    c->out.len -= (uint32_t)res;
+    if (c->kind == RLY_CONN_RECORDER) {
+        struct rly_camera *cam = rly__camera(w, c->camera);
+        c->bytes += (uint64_t)res;
+        if (cam)
+            atomic_fetch_add_explicit(&cam->bytes_relayed, (uint64_t)res, memory_order_relaxed);
+        atomic_fetch_add_explicit(&w->relay->counters.bytes_relayed, (uint64_t)res,
+                                  memory_order_relaxed);
+    }
+    if (c->out.len) {
+        rly__post_send(w, c); /* short send: the rest goes next */
+        return;
+    }
+    c->out.off = 0;
+    if (c->kind == RLY_CONN_RECORDER)
+        rly__recorder_on_sent(w, c);
+    else
+        rly__agent_on_sent(w, c);
+}
+
+static void on_tick(struct rly_worker *w)
+{
+    uint64_t now = cr_now_ms();
+    for (uint32_t i = 0; i < w->n_conns; i++) {
+        struct rly_conn *c = &w->conns[i];
+        if (c->closing)
+            continue;
+        if (c->kind == RLY_CONN_AGENT)
+            rly__agent_tick(w, c, now);
+        else if (c->kind == RLY_CONN_RECORDER)
+            rly__recorder_tick(w, c, now);
+    }
+    if (!w->stopping)
+        arm_tick(w);
+}
+
+/* Opens the endpoint listeners of a camera (consumes the spec's fds). */
+static void camera_listen(struct rly_worker *w, struct rly_camera *cam, int32_t cam_idx,
+                          struct rly_camera_spec *spec)
+{
+    cam->n_endpoints = spec->n_endpoints;
+    for (unsigned i = 0; i < spec->n_endpoints; i++) {
+        struct rly_endpoint_spec *ep = &spec->endpoints[i];
+        cr_strlcpy(cam->service[i], ep->service, sizeof(cam->service[i]));
+        int32_t idx = rly__conn_alloc(w, RLY_CONN_LISTEN_ENDPOINT, ep->listen_fd);
+        ep->listen_fd = -1;
+        cam->listener[i] = idx;
+        if (idx < 0) {
+            cr_err("camera %s: no connection slot for its %s endpoint", cam->serial, ep->service);
+            continue;
+        }
+        struct rly_conn *l = &w->conns[idx];
+        l->camera = cam_idx;
+        l->service = (uint8_t)i;
+        snprintf(l->addr, sizeof(l->addr), "endpoint %s/%s", cam->serial, ep->service);
+        arm_accept(w, l);
+    }
+}
+
+static void camera_put(struct rly_worker *w, struct rly_camera_spec *spec)
+{
+    struct rly_relay *r = w->relay;
+    int32_t idx = rly__camera_find(w, spec->serial);
+    if (idx >= 0) {
+        struct rly_camera *cam = &w->cameras[idx];
+        pthread_mutex_lock(&r->lock);
+        memcpy(cam->salt, spec->salt, sizeof(cam->salt));
+        cam->iterations = spec->iterations;
+        memcpy(cam->stored_key, spec->stored_key, sizeof(cam->stored_key));
+        pthread_mutex_unlock(&r->lock);
+        for (unsigned i = 0; i < spec->n_endpoints; i++)
+            if (spec->endpoints[i].listen_fd >= 0)
+                close(spec->endpoints[i].listen_fd);
+        return;
+    }
+    for (uint32_t i = 0; i < w->n_cameras; i++) {
+        struct rly_camera *cam = &w->cameras[i];
+        if (cam->in_use)
+            continue;
+        pthread_mutex_lock(&r->lock);
+        uint32_t gen = cam->gen;
+        memset(cam, 0, sizeof(*cam));
+        cam->gen = gen + 1;
+        cr_strlcpy(cam->serial, spec->serial, sizeof(cam->serial));
+        memcpy(cam->salt, spec->salt, sizeof(cam->salt));
+        cam->iterations = spec->iterations;
+        memcpy(cam->stored_key, spec->stored_key, sizeof(cam->stored_key));
+        cam->tunnel = -1;
+        cam->pending_head = -1;
+        cam->in_use = 1;
+        pthread_mutex_unlock(&r->lock);
+        camera_listen(w, cam, (int32_t)i, spec);
+        cr_debug("camera %s added with %u endpoints", cam->serial, cam->n_endpoints);
+        return;
+    }
+    cr_err("camera table full (%u): cannot add %s", w->n_cameras, spec->serial);
+    for (unsigned i = 0; i < spec->n_endpoints; i++)
+        if (spec->endpoints[i].listen_fd >= 0)
+            close(spec->endpoints[i].listen_fd);
+}
+
+static void camera_del(struct rly_worker *w, const char *serial)
+{
+    struct rly_relay *r = w->relay;
+    int32_t idx = rly__camera_find(w, serial);
+    if (idx < 0)
+        return;
+    struct rly_camera *cam = &w->cameras[idx];
+    /* Every connection of the camera goes: listeners, tunnel, recorders, data connections. */
+    for (uint32_t i = 0; i < w->n_conns; i++) {
+        struct rly_conn *c = &w->conns[i];
+        if (c->kind != RLY_CONN_FREE && c->camera == idx)
+            rly__conn_close(w, c, "camera removed");
+    }
+    pthread_mutex_lock(&r->lock);
+    cam->in_use = 0;
+    cam->tunnel = -1;
+    cr_wipe(cam->stored_key, sizeof(cam->stored_key));
+    pthread_mutex_unlock(&r->lock);
+    cr_info("camera %s removed", serial);
+}
+
+static void on_event(struct rly_worker *w)
+{
+    struct rly_relay *r = w->relay;
+    pthread_mutex_lock(&r->lock);
+    struct rly_cmd *list = r->cmd_head;
+    r->cmd_head = NULL;
+    r->cmd_tail = &r->cmd_head;
+    pthread_mutex_unlock(&r->lock);
+    while (list) {
+        struct rly_cmd *cmd = list;
+        list = cmd->next;
+        if (cmd->kind == RLY_CMD_CAMERA_PUT)
+            camera_put(w, &cmd->spec);
+        else if (cmd->kind == RLY_CMD_CAMERA_DEL)
+            camera_del(w, cmd->spec.serial);
+        else if (cmd->kind == RLY_CMD_STOP)
+            w->stopping = 1;
+        cr_wipe(&cmd->spec, sizeof(cmd->spec));
+        free(cmd);
+    }
+    if (!w->stopping)
+        arm_event(w);
+}
+
+static void dispatch(struct rly_worker *w, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    enum rly_op op = rly__ud_op(ud);
+    if (op == RLY_OP_EVENT) {
+        on_event(w);
+        return;
+    }
+    if (op == RLY_OP_TICK) {
+        on_tick(w);
+        return;
+    }
+    if (op == RLY_OP_CANCEL)
+        return;
+    struct rly_conn *c = rly__conn(w, (int32_t)rly__ud_idx(ud));
+    if (!c || c->gen != rly__ud_gen(ud) || c->kind == RLY_CONN_FREE) {
+        /* A completion for a slot that has been reused cannot happen (we free only after the
+         * last completion), but an accept of a listener closed meanwhile may: drop its fd. */
+        if (op == RLY_OP_ACCEPT && cqe->res >= 0)
+            close(cqe->res);
+        return;
+    }
+    switch (op) {
+    case RLY_OP_ACCEPT:
+        on_accept(w, c, cqe);
+        break;
+    case RLY_OP_RECV:
+        on_recv(w, c, cqe->res);
+        break;
+    case RLY_OP_SEND:
+        on_send(w, c, cqe->res);
+        break;
+    default:
+        break;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct rly_worker *w = arg;
+    struct io_uring_params p = {0};
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN;
+    /* SINGLE_ISSUER binds the ring to the thread that creates it: create it here. */
+    int rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+    if (rc < 0) {
+        p.flags = 0;
+        rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+    }
+    if (rc < 0) {
+        cr_err("io_uring setup failed: %s", strerror(-rc));
+        w->stopping = 2;
+        return NULL;
+    }
+    arm_event(w);
+    arm_tick(w);
+    arm_accept(w, &w->conns[w->external_listener]);
+
+    while (!w->stopping) {
+        struct io_uring_cqe *cqe;
+        rc = io_uring_submit_and_wait(&w->ring, 1);
+        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+            cr_err("io_uring wait failed: %s", strerror(-rc));
+            break;
+        }
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&w->ring, head, cqe)
+        {
+            dispatch(w, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&w->ring, n);
+    }
+
+    /* Orderly stop: close every connection, then drain completions until all slots are free. */
+    for (uint32_t i = 0; i < w->n_conns; i++)
+        if (w->conns[i].kind != RLY_CONN_FREE)
+            rly__conn_close(w, &w->conns[i], NULL);
+    uint64_t deadline = cr_now_ms() + 2000;
+    while (w->n_used > 0 && cr_now_ms() < deadline) {
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 100000000};
+        io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&w->ring, head, cqe)
+        {
+            uint64_t ud = io_uring_cqe_get_data64(cqe);
+            if (rly__ud_op(ud) != RLY_OP_EVENT && rly__ud_op(ud) != RLY_OP_TICK)
+                dispatch(w, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&w->ring, n);
+    }
+    io_uring_queue_exit(&w->ring);
+    return NULL;
+}
+
+int rly__worker_init(struct rly_worker *w, struct rly_relay *r, int listen_fd)
+{
+    w->relay = r;
+    w->n_conns = r->cfg.max_conns ? r->cfg.max_conns : 16384;
+    w->conns = cr_xcalloc(w->n_conns, sizeof(*w->conns));
+    for (uint32_t i = 0; i < w->n_conns; i++) {
+        w->conns[i].fd = -1;
+        w->conns[i].peer = (int32_t)i + 1 < (int32_t)w->n_conns ? (int32_t)i + 1 : -1;
+    }
+    w->free_head = 0;
+    w->n_cameras = w->n_conns / 2 > 4 ? w->n_conns / 2 : 4;
+    w->cameras = cr_xcalloc(w->n_cameras, sizeof(*w->cameras));
+    w->event_fd = eventfd(0, EFD_CLOEXEC);
+    if (w->event_fd < 0)
+        return -errno;
+    w->external_listener = rly__conn_alloc(w, RLY_CONN_LISTEN_EXTERNAL, listen_fd);
+    snprintf(w->conns[w->external_listener].addr, sizeof(w->conns[0].addr), "external listener");
+    return 0;
+}
+
+int rly__worker_start(struct rly_worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    return rc ? -rc : 0;
+}
+
+void rly__worker_wake(struct rly_worker *w)
+{
+    uint64_t one = 1;
+    ssize_t n = write(w->event_fd, &one, sizeof(one));
+    (void)n;
+}
+
+void rly__worker_join(struct rly_worker *w)
+{
+    pthread_join(w->thread, NULL);
+    for (uint32_t i = 0; i < w->n_conns; i++) {
+        struct rly_conn *c = &w->conns[i];
+        if (c->kind != RLY_CONN_FREE) {
+            if (c->ssl)
+                SSL_free(c->ssl);
+            if (c->fd >= 0)
+                close(c->fd);
+            if (c->auth_start)
+                camrelay__auth_start__free_unpacked(c->auth_start, NULL);
+        }
+        free(c->in.mem);
+        free(c->out.mem);
+        free(c->frame.mem);
+    }
+    free(w->conns);
+    free(w->cameras);
+    close(w->event_fd);
+}

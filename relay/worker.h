@@ -1,0 +1,72 @@
+/* The relay worker's internal interface, shared by worker.c (the event loop), agent_conn.c
+ * (TLS, hellos, tunnels) and stream.c (pairing and relaying). Only relay/ includes this. */
+#ifndef RLY_WORKER_H
+#define RLY_WORKER_H
+
+#include "relay/worker_t.h"
+
+/* Operations packed into io_uring user_data with the slot index and its generation. */
+enum rly_op {
+    RLY_OP_ACCEPT = 1,
+    RLY_OP_RECV,
+    RLY_OP_SEND,
+    RLY_OP_EVENT,
+    RLY_OP_TICK,
+    RLY_OP_CANCEL,
+};
+
+static inline uint64_t rly__ud(enum rly_op op, uint32_t idx, uint32_t gen)
+{
+    return (uint64_t)op << 56 | (uint64_t)(gen & 0xffffff) << 32 | idx;
+}
+static inline enum rly_op rly__ud_op(uint64_t ud) { return (enum rly_op)(ud >> 56); }
+static inline uint32_t rly__ud_idx(uint64_t ud) { return (uint32_t)ud; }
+static inline uint32_t rly__ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & 0xffffff; }
+
+static inline struct rly_conn *rly__conn(struct rly_worker *w, int32_t idx)
+{
+    return (idx >= 0 && (uint32_t)idx < w->n_conns) ? &w->conns[idx] : NULL;
+}
+static inline int32_t rly__idx(struct rly_worker *w, struct rly_conn *c)
+{
+    return (int32_t)(c - w->conns);
+}
+
+/* worker.c */
+int rly__worker_init(struct rly_worker *w, struct rly_relay *r, int listen_fd);
+int rly__worker_start(struct rly_worker *w);
+void rly__worker_wake(struct rly_worker *w);
+void rly__worker_join(struct rly_worker *w);
+int32_t rly__conn_alloc(struct rly_worker *w, int kind, int fd); /* -1 when the pool is full */
+void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why);
+int rly__buf_ensure(struct rly_buf *b, uint32_t cap); /* allocates the slot's buffer once */
+void rly__post_recv(struct rly_worker *w, struct rly_conn *c);
+void rly__post_send(struct rly_worker *w, struct rly_conn *c);
+struct rly_camera *rly__camera(struct rly_worker *w, int32_t idx);
+int32_t rly__camera_find(struct rly_worker *w, const char *serial);
+void rly__camera_set_online(struct rly_worker *w, struct rly_camera *cam, int32_t tunnel,
+                            const char *site_addr);
+
+/* agent_conn.c: TLS connections from agents (tunnels and data connections) */
+int rly__agent_start(struct rly_worker *w, struct rly_conn *c);
+void rly__agent_on_recv(struct rly_worker *w, struct rly_conn *c);
+void rly__agent_on_sent(struct rly_worker *w, struct rly_conn *c);
+void rly__agent_flush(struct rly_worker *w, struct rly_conn *c);
+void rly__agent_tick(struct rly_worker *w, struct rly_conn *c, uint64_t now);
+void rly__agent_on_close(struct rly_worker *w, struct rly_conn *c);
+int rly__agent_send_frame(struct rly_worker *w, struct rly_conn *c, const Camrelay__Frame *f);
+
+/* stream.c: recorder connections, their pairing with data connections, and the relaying */
+void rly__recorder_start(struct rly_worker *w, struct rly_conn *rec, struct rly_conn *listener);
+int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay__DataHello *h,
+                     const char **why);
+void rly__stream_failed(struct rly_worker *w, struct rly_camera *cam, uint64_t stream_id,
+                        const char *reason);
+void rly__stream_agent_readable(struct rly_worker *w, struct rly_conn *data);
+void rly__stream_agent_drained(struct rly_worker *w, struct rly_conn *data);
+void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, int res);
+void rly__recorder_on_sent(struct rly_worker *w, struct rly_conn *rec);
+void rly__recorder_tick(struct rly_worker *w, struct rly_conn *rec, uint64_t now);
+void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c);
+
+#endif

@@ -1,0 +1,149 @@
+/* Types of the relay's data path: a worker (one io_uring, its connections, its cameras), the
+ * connections it owns, and the cameras. Only relay/ embeds these. */
+#ifndef RLY_WORKER_T_H
+#define RLY_WORKER_T_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "proto/camrelay.pb-c.h"
+#include "relay/relay.h"
+
+/* Buffer sizes. A TLS record carries at most 16 KiB of plaintext plus a small overhead; the
+ * ciphertext buffers hold two records so a full record never has to wait for a partial one. */
+#define RLY_PLAIN_CAP (16 * 1024)
+#define RLY_CIPHER_IN_CAP (17 * 1024)
+#define RLY_CIPHER_OUT_CAP (34 * 1024)
+#define RLY_FRAME_MAX_EXTERNAL (16 * 1024) /* control frames from agents */
+#define RLY_HANDSHAKE_TIMEOUT_MS 10000
+#define RLY_HELLO_TIMEOUT_MS 10000
+#define RLY_STREAM_OPEN_TIMEOUT_MS 10000
+#define RLY_TICK_MS 250
+#define RLY_TOKEN_LEN 32
+
+/* A byte buffer: data lives in [off, off+len) of mem[cap]; len == 0 means empty and then
+ * off is reset to 0 so appends always have the whole capacity. mem is NULL until first
+ * needed, then kept for the life of the slot (no allocation per I/O). */
+struct rly_buf {
+    uint8_t *mem;
+    uint32_t off, len, cap;
+};
+
+enum rly_conn_kind {
+    RLY_CONN_FREE = 0,
+    RLY_CONN_LISTEN_EXTERNAL, /* agents' TLS port */
+    RLY_CONN_LISTEN_ENDPOINT, /* one camera service's internal port */
+    RLY_CONN_AGENT,           /* accepted on the external port: TLS, tunnel or data */
+    RLY_CONN_RECORDER,        /* accepted on an endpoint: plaintext */
+};
+
+enum rly_agent_state {
+    RLY_AGENT_IDLE = 0,
+    RLY_AGENT_HANDSHAKE, /* TLS handshake in progress */
+    RLY_AGENT_HELLO,     /* waiting for TunnelHello or DataHello */
+    RLY_AGENT_AUTH,      /* challenge sent, waiting for AuthProof */
+    RLY_AGENT_TUNNEL,    /* authenticated control tunnel */
+    RLY_AGENT_DATA,      /* paired data connection: raw bytes */
+};
+
+/* One connection slot. Hot fields first; a slot is reused with a new generation so a stale
+ * completion (user_data carries index + generation) can never touch its successor. */
+struct rly_conn {
+    uint8_t kind;        /* enum rly_conn_kind */
+    uint8_t state;       /* enum rly_agent_state for agents; 1 = paired for recorders */
+    uint8_t recv_busy;   /* a recv is in flight */
+    uint8_t send_busy;   /* a send is in flight */
+    uint8_t closing;     /* shut down, waiting for in-flight operations before freeing */
+    uint8_t close_after_flush; /* close once the pending output is sent (refusals) */
+    uint8_t read_eof;    /* our side saw EOF/close_notify from this peer */
+    uint8_t eof_sent;    /* we propagated the other side's EOF to this peer */
+    uint8_t accept_armed;
+    uint32_t gen;
+    int fd;
+    int32_t peer;        /* paired connection index, -1 = none */
+    int32_t camera;      /* camera index, -1 = none */
+    SSL *ssl;            /* agents only */
+    struct rly_buf in;   /* received bytes: ciphertext (agents) or plaintext (recorders) */
+    struct rly_buf out;  /* bytes to send: ciphertext (agents) or plaintext (recorders) */
+    struct rly_buf frame; /* agents before pairing: decrypted control frames */
+    uint64_t deadline_ms; /* handshake/hello/auth/open deadline; 0 = none */
+    uint64_t last_rx_ms;  /* tunnels: last frame from the agent */
+    uint64_t next_ping_ms;
+    uint64_t ping_seq;
+    uint64_t stream_id;  /* recorders and data connections */
+    uint8_t service;     /* endpoint index within the camera (listeners and recorders) */
+    uint8_t token[RLY_TOKEN_LEN]; /* recorders waiting for their data connection */
+    uint8_t server_nonce[32];     /* agents in RLY_AGENT_AUTH */
+    Camrelay__AuthStart *auth_start; /* owned while in RLY_AGENT_AUTH */
+    int32_t next_pending; /* recorders waiting for a data connection: the camera's list */
+    uint64_t bytes;       /* relayed through this connection (recorders: both directions) */
+    char addr[96];        /* peer address or endpoint name, for log lines */
+};
+
+struct rly_camera {
+    char serial[RLY_NAME_MAX];
+    uint8_t salt[16];
+    uint32_t iterations;
+    uint8_t stored_key[32];
+    uint32_t gen;
+    int in_use;
+    int32_t tunnel;        /* conn index of the live control tunnel, -1 = offline */
+    int32_t pending_head;  /* recorders waiting for a data connection */
+    unsigned n_endpoints;
+    char service[RLY_MAX_SERVICES][16];
+    int32_t listener[RLY_MAX_SERVICES]; /* conn index of the endpoint listener */
+    /* Read by the control plane under relay->lock; written by the worker under the lock. */
+    char site_addr[RLY_NAME_MAX];
+    int64_t last_seen_unix;
+    /* Updated on every send completion without a lock; read by anyone. */
+    _Atomic uint64_t bytes_relayed;
+    _Atomic uint32_t open_streams;
+};
+
+enum rly_cmd_kind { RLY_CMD_CAMERA_PUT = 1, RLY_CMD_CAMERA_DEL, RLY_CMD_STOP };
+
+struct rly_cmd {
+    struct rly_cmd *next;
+    int kind;
+    struct rly_camera_spec spec; /* PUT; DEL uses spec.serial */
+};
+
+struct rly_relay;
+
+struct rly_worker {
+    _Alignas(64) struct io_uring ring;
+    struct rly_relay *relay;
+    struct rly_conn *conns;
+    uint32_t n_conns;
+    int32_t free_head;     /* free slots chained through conn->peer */
+    uint32_t n_used;
+    struct rly_camera *cameras;
+    uint32_t n_cameras;    /* capacity */
+    int external_listener; /* conn index */
+    int event_fd;
+    uint64_t event_val;
+    struct __kernel_timespec tick;
+    uint64_t next_stream_id;
+    int stopping;
+    pthread_t thread;
+    char scratch[RLY_PLAIN_CAP]; /* decrypt target for frames; never held across calls */
+};
+
+struct rly_relay {
+    struct rly_config cfg;
+    struct rly_worker worker; /* one per core in time; the control plane sees only rly_relay */
+    pthread_mutex_t lock;     /* camera table structure and status strings; command queue */
+    struct rly_cmd *cmd_head, **cmd_tail;
+    uint8_t ticket_key[32];
+    _Atomic int have_ticket_key;
+    struct rly_counters_atomic {
+        _Atomic uint64_t tunnels_accepted, tunnels_refused, handshake_failures,
+            data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected;
+    } counters;
+};
+
+#endif

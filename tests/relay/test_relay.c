@@ -1,0 +1,454 @@
+/* Tests of relay/: a real relay worker on loopback driven by a scripted agent and recorder. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/auth.h"
+#include "common/auth_link.h"
+#include "common/link.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "common/tls.h"
+#include "common/util.h"
+#include "relay/relay.h"
+#include "tests/support/support.h"
+
+#define SERIAL "ACCC8E000001"
+#define OAK "A1B2-C3D4-E5F6"
+
+struct fixture {
+    char dir[128];
+    SSL_CTX *server, *client;
+    struct rly_relay *relay;
+    char ext[64];     /* "127.0.0.1:port" of the external listener */
+    uint16_t rtsp_port;
+    struct cr_auth_secret secret;
+};
+
+static struct fixture fx;
+
+static int setup(void **state)
+{
+    char err[256], path[256], key[256];
+    (void)state;
+    cr_log_set_level_name(getenv("TEST_DEBUG") ? "debug" : "error");
+    memset(&fx, 0, sizeof(fx));
+    if (test_tmpdir(fx.dir, sizeof(fx.dir)) < 0 || test_certs_make(fx.dir, "IP:127.0.0.1") < 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/server.pem", fx.dir);
+    snprintf(key, sizeof(key), "%s/server.key", fx.dir);
+    fx.server = cr_tls_server_ctx(path, key, err, sizeof(err));
+    snprintf(path, sizeof(path), "%s/ca.pem", fx.dir);
+    fx.client = cr_tls_client_ctx(path, err, sizeof(err));
+    if (!fx.server || !fx.client)
+        return -1;
+    struct rly_config cfg = {
+        .relay_name = "relay-test",
+        .listen_external = "127.0.0.1:0",
+        .tls = fx.server,
+        .keepalive_ms = 300,
+        .max_conns = 256,
+    };
+    if (rly_relay_start(&cfg, &fx.relay) < 0)
+        return -1;
+    snprintf(fx.ext, sizeof(fx.ext), "127.0.0.1:%u", rly_relay_external_port(fx.relay));
+
+    fx.secret = (struct cr_auth_secret){.oak = OAK, .user = "root", .password = "pass1234"};
+    struct rly_camera_spec spec = {.n_endpoints = 1};
+    cr_strlcpy(spec.serial, SERIAL, sizeof(spec.serial));
+    spec.iterations = CR_AUTH_ITERATIONS_MIN;
+    cr_auth_make_verifier(&fx.secret, spec.iterations, spec.salt, spec.stored_key);
+    cr_strlcpy(spec.endpoints[0].service, "rtsp", sizeof(spec.endpoints[0].service));
+    spec.endpoints[0].listen_fd = cr_tcp_listen("127.0.0.1:0", 0, 16);
+    fx.rtsp_port = cr_sock_port(spec.endpoints[0].listen_fd);
+    return rly_relay_camera_put(fx.relay, &spec);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    rly_relay_stop(fx.relay);
+    SSL_CTX_free(fx.server);
+    SSL_CTX_free(fx.client);
+    test_rmtree(fx.dir);
+    return 0;
+}
+
+/* Opens a control tunnel and logs in with the given secret. Returns the outcome frame. */
+static Camrelay__Frame *login(struct cr_link *l, const struct cr_auth_secret *secret,
+                              const char *serial)
+{
+    char err[256];
+    uint8_t nonce[CR_AUTH_NONCE_LEN];
+    struct cr_auth_client client = {.secret = *secret};
+    assert_int_equal(cr_link_connect_tls(l, fx.client, fx.ext, 5000, err, sizeof(err)), 0);
+    cr_random_bytes(nonce, sizeof(nonce));
+
+    Camrelay__Frame f = CAMRELAY__FRAME__INIT;
+    Camrelay__TunnelHello h = CAMRELAY__TUNNEL_HELLO__INIT;
+    Camrelay__AuthStart as = CAMRELAY__AUTH_START__INIT;
+    as.identity = (char *)serial;
+    as.client_nonce.data = nonce;
+    as.client_nonce.len = sizeof(nonce);
+    h.auth = &as;
+    f.body_case = CAMRELAY__FRAME__BODY_TUNNEL_HELLO;
+    f.tunnel_hello = &h;
+    assert_int_equal(cr_link_write(l, &f, 5000), 0);
+
+    Camrelay__Frame *in = NULL;
+    assert_int_equal(cr_link_read(l, 5000, &in), 0);
+    if (in->body_case != CAMRELAY__FRAME__BODY_AUTH_CHALLENGE)
+        return in; /* refused before the challenge */
+    assert_int_equal(cr_auth_client_respond(l, &client, serial, nonce, sizeof(nonce),
+                                            in->auth_challenge),
+                     0);
+    cr_frame_free(in);
+    cr_auth_client_forget(&client);
+    in = NULL;
+    assert_int_equal(cr_link_read(l, 5000, &in), 0);
+    return in;
+}
+
+static int wait_online(int want, int timeout_ms)
+{
+    struct rly_camera_status st;
+    uint64_t deadline = cr_now_ms() + (uint64_t)timeout_ms;
+    while (cr_now_ms() < deadline) {
+        if (rly_relay_camera_status(fx.relay, SERIAL, &st) == 0 && st.online == want)
+            return 1;
+        usleep(20000);
+    }
+    return 0;
+}
+
+/* Answers pings until an OpenStream arrives; returns it. */
+static Camrelay__Frame *wait_open_stream(struct cr_link *tunnel)
+{
+    for (int i = 0; i < 50; i++) {
+        Camrelay__Frame *f = NULL;
+        assert_int_equal(cr_link_read(tunnel, 5000, &f), 0);
+        if (f->body_case == CAMRELAY__FRAME__BODY_OPEN_STREAM)
+            return f;
+        if (f->body_case == CAMRELAY__FRAME__BODY_PING) {
+            Camrelay__Frame out = CAMRELAY__FRAME__INIT;
+            Camrelay__Pong p = CAMRELAY__PONG__INIT;
+            p.seq = f->ping->seq;
+            out.body_case = CAMRELAY__FRAME__BODY_PONG;
+            out.pong = &p;
+            assert_int_equal(cr_link_write(tunnel, &out, 2000), 0);
+        }
+        cr_frame_free(f);
+    }
+    fail_msg("no OpenStream");
+    return NULL;
+}
+
+static Camrelay__Frame *data_hello(struct cr_link *data, const char *serial, uint64_t id,
+                                   const uint8_t *token, size_t token_len)
+{
+    char err[256];
+    assert_int_equal(cr_link_connect_tls(data, fx.client, fx.ext, 5000, err, sizeof(err)), 0);
+    Camrelay__Frame f = CAMRELAY__FRAME__INIT;
+    Camrelay__DataHello h = CAMRELAY__DATA_HELLO__INIT;
+    h.serial = (char *)serial;
+    h.stream_id = id;
+    h.token.data = (uint8_t *)token;
+    h.token.len = token_len;
+    f.body_case = CAMRELAY__FRAME__BODY_DATA_HELLO;
+    f.data_hello = &h;
+    assert_int_equal(cr_link_write(data, &f, 5000), 0);
+    Camrelay__Frame *in = NULL;
+    assert_int_equal(cr_link_read(data, 5000, &in), 0);
+    return in;
+}
+
+/* Reads exactly len raw bytes from a link (TLS data connection). */
+static void link_read_exact(struct cr_link *l, uint8_t *buf, size_t len)
+{
+    size_t got = 0;
+    uint64_t deadline = cr_now_ms() + 10000;
+    while (got < len) {
+        int n = cr_link_read_some(l, buf + got, len - got);
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        assert_int_equal(n, -EAGAIN);
+        assert_true(cr_now_ms() < deadline);
+        struct pollfd p = {.fd = l->fd, .events = POLLIN};
+        poll(&p, 1, 100);
+    }
+}
+
+static void fd_read_exact(int fd, uint8_t *buf, size_t len)
+{
+    size_t got = 0;
+    uint64_t deadline = cr_now_ms() + 10000;
+    while (got < len) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        poll(&p, 1, 100);
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n > 0)
+            got += (size_t)n;
+        else if (n == 0)
+            fail_msg("unexpected EOF after %zu of %zu bytes", got, len);
+        assert_true(cr_now_ms() < deadline);
+    }
+}
+
+static void fd_write_all(int fd, const uint8_t *buf, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        poll(&p, 1, 1000);
+        ssize_t n = send(fd, buf + done, len - done, MSG_NOSIGNAL);
+        if (n > 0)
+            done += (size_t)n;
+        else
+            assert_true(n < 0 && errno == EAGAIN);
+    }
+}
+
+static void test_relay_tunnel_login_and_stream_bytes_intact(void **state)
+{
+    struct cr_link tunnel, data;
+    char port[32];
+    (void)state;
+
+    Camrelay__Frame *f = login(&tunnel, &fx.secret, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
+    assert_int_equal(f->tunnel_welcome->keepalive_ms, 300);
+    assert_non_null(strstr(f->tunnel_welcome->site_addr, "127.0.0.1:"));
+    cr_frame_free(f);
+    assert_true(wait_online(1, 2000));
+
+    /* A recorder connects and speaks first, as RTSP clients do. */
+    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
+    int rec = cr_tcp_connect(port, 2000);
+    assert_true(rec >= 0);
+    static const char request[] = "OPTIONS rtsp://relay/ RTSP/1.0\r\nCSeq: 1\r\n\r\n";
+    fd_write_all(rec, (const uint8_t *)request, sizeof(request) - 1);
+
+    Camrelay__Frame *os = wait_open_stream(&tunnel);
+    assert_string_equal(os->open_stream->service, "rtsp");
+    f = data_hello(&data, SERIAL, os->open_stream->stream_id, os->open_stream->token.data,
+                   os->open_stream->token.len);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_DATA_ACCEPTED);
+    cr_frame_free(f);
+    cr_frame_free(os);
+
+    uint8_t got[sizeof(request) - 1];
+    link_read_exact(&data, got, sizeof(got));
+    assert_memory_equal(got, request, sizeof(got));
+
+    /* 3 MiB of random bytes camera -> recorder must arrive intact and in order. */
+    size_t big = 3 << 20;
+    uint8_t *payload = cr_xmalloc(big), *back = cr_xmalloc(big);
+    cr_random_bytes(payload, big);
+    size_t sent = 0, recvd = 0;
+    while (recvd < big) {
+        if (sent < big) {
+            size_t chunk = big - sent < 65536 ? big - sent : 65536;
+            int rc = cr_link_write_all(&data, payload + sent, chunk, 5000);
+            assert_int_equal(rc, 0);
+            sent += chunk;
+        }
+        struct pollfd p = {.fd = rec, .events = POLLIN};
+        poll(&p, 1, sent < big ? 0 : 1000);
+        ssize_t n = read(rec, back + recvd, big - recvd);
+        if (n > 0)
+            recvd += (size_t)n;
+        else if (n == 0)
+            fail_msg("recorder saw EOF early");
+    }
+    assert_memory_equal(back, payload, big);
+
+    /* Half-close: the recorder stops sending; the camera side sees it and still answers. */
+    shutdown(rec, SHUT_WR);
+    uint8_t b;
+    int n;
+    uint64_t deadline = cr_now_ms() + 5000;
+    while ((n = cr_link_read_some(&data, &b, 1)) == -EAGAIN && cr_now_ms() < deadline)
+        usleep(10000);
+    assert_int_equal(n, 0); /* close_notify from the relay */
+    static const char tail[] = "last words after the recorder's half-close";
+    assert_int_equal(cr_link_write_all(&data, tail, sizeof(tail) - 1, 2000), 0);
+    cr_link_close(&data); /* close_notify: the stream ends */
+    uint8_t tail_got[sizeof(tail) - 1];
+    fd_read_exact(rec, tail_got, sizeof(tail_got));
+    assert_memory_equal(tail_got, tail, sizeof(tail_got));
+    struct pollfd p = {.fd = rec, .events = POLLIN};
+    poll(&p, 1, 3000);
+    assert_int_equal(read(rec, &b, 1), 0); /* and then EOF */
+    close(rec);
+
+    struct rly_camera_status st;
+    assert_int_equal(rly_relay_camera_status(fx.relay, SERIAL, &st), 0);
+    assert_true(st.bytes_relayed >= big + sizeof(request) - 1 + sizeof(tail) - 1);
+    free(payload);
+    free(back);
+    cr_link_close(&tunnel);
+    assert_true(wait_online(0, 3000));
+}
+
+static void test_relay_wrong_password_refused_and_relay_keeps_serving(void **state)
+{
+    struct cr_link l;
+    (void)state;
+    struct cr_auth_secret wrong = fx.secret;
+    wrong.password = "wrong-password";
+    Camrelay__Frame *f = login(&l, &wrong, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_REFUSAL);
+    assert_int_equal(f->refusal->status, CAMRELAY__STATUS__ERR_AUTH);
+    assert_non_null(strstr(f->refusal->message, "authentication failed"));
+    cr_frame_free(f);
+    cr_link_close(&l);
+
+    struct cr_auth_secret wrong_oak = fx.secret;
+    wrong_oak.oak = "A1B2-C3D4-E5F7";
+    f = login(&l, &wrong_oak, SERIAL);
+    assert_int_equal(f->refusal->status, CAMRELAY__STATUS__ERR_AUTH);
+    cr_frame_free(f);
+    cr_link_close(&l);
+
+    f = login(&l, &fx.secret, "ACCC8E999999");
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_REFUSAL);
+    assert_int_equal(f->refusal->status, CAMRELAY__STATUS__ERR_UNKNOWN_SERIAL);
+    cr_frame_free(f);
+    cr_link_close(&l);
+
+    f = login(&l, &fx.secret, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
+    cr_frame_free(f);
+    cr_link_close(&l);
+}
+
+static void test_relay_wrong_stream_token_refused(void **state)
+{
+    struct cr_link tunnel, data;
+    char port[32];
+    (void)state;
+    Camrelay__Frame *f = login(&tunnel, &fx.secret, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
+    cr_frame_free(f);
+    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
+    int rec = cr_tcp_connect(port, 2000);
+    Camrelay__Frame *os = wait_open_stream(&tunnel);
+    uint8_t bad[32];
+    memcpy(bad, os->open_stream->token.data, 32);
+    bad[0] ^= 1;
+    f = data_hello(&data, SERIAL, os->open_stream->stream_id, bad, sizeof(bad));
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_REFUSAL);
+    assert_int_equal(f->refusal->status, CAMRELAY__STATUS__ERR_AUTH);
+    cr_frame_free(f);
+    cr_link_close(&data);
+    /* The right token still works afterwards: a wrong guess does not burn the stream. */
+    f = data_hello(&data, SERIAL, os->open_stream->stream_id, os->open_stream->token.data, 32);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_DATA_ACCEPTED);
+    cr_frame_free(f);
+    /* Used once: the same token again is refused. */
+    struct cr_link again;
+    f = data_hello(&again, SERIAL, os->open_stream->stream_id, os->open_stream->token.data, 32);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_REFUSAL);
+    cr_frame_free(f);
+    cr_frame_free(os);
+    cr_link_close(&again);
+    cr_link_close(&data);
+    close(rec);
+    cr_link_close(&tunnel);
+}
+
+static void test_relay_oversized_frame_closes_link(void **state)
+{
+    struct cr_link l;
+    char err[256];
+    (void)state;
+    assert_int_equal(cr_link_connect_tls(&l, fx.client, fx.ext, 5000, err, sizeof(err)), 0);
+    uint8_t hdr[4] = {0x00, 0x10, 0x00, 0x00}; /* announces 1 MiB */
+    assert_int_equal(cr_link_write_all(&l, hdr, sizeof(hdr), 2000), 0);
+    Camrelay__Frame *f = NULL;
+    int rc = cr_link_read(&l, 5000, &f);
+    if (rc == 0) {
+        assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_REFUSAL);
+        assert_non_null(strstr(f->refusal->message, "too large"));
+        cr_frame_free(f);
+        rc = cr_link_read(&l, 5000, &f);
+    }
+    assert_int_equal(rc, -ECONNRESET);
+    cr_link_close(&l);
+
+    /* A frame that is not a hello is refused too, and the relay still serves. */
+    f = login(&l, &fx.secret, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
+    cr_frame_free(f);
+    cr_link_close(&l);
+}
+
+static void test_relay_dead_tunnel_noticed_and_replacement(void **state)
+{
+    struct cr_link a, b;
+    (void)state;
+    Camrelay__Frame *f = login(&a, &fx.secret, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
+    cr_frame_free(f);
+    assert_true(wait_online(1, 2000));
+    /* A second tunnel for the same serial replaces the first at once. */
+    f = login(&b, &fx.secret, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
+    cr_frame_free(f);
+    int rc;
+    uint64_t deadline = cr_now_ms() + 3000;
+    do {
+        rc = cr_link_read(&a, 100, &f);
+        if (rc == 0)
+            cr_frame_free(f);
+    } while ((rc == 0 || rc == -ETIMEDOUT) && cr_now_ms() < deadline);
+    assert_int_equal(rc, -ECONNRESET);
+    cr_link_close(&a);
+    assert_true(wait_online(1, 100));
+    /* b never answers pings: with a 300 ms keepalive the relay drops it in about a second. */
+    uint64_t t0 = cr_now_ms();
+    assert_true(wait_online(0, 5000));
+    uint64_t took = cr_now_ms() - t0;
+    assert_true(took < 3000);
+    cr_link_close(&b);
+}
+
+static void test_relay_recorder_for_offline_camera_closed(void **state)
+{
+    char port[32];
+    uint8_t b;
+    (void)state;
+    assert_true(wait_online(0, 3000));
+    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
+    int rec = cr_tcp_connect(port, 2000);
+    assert_true(rec >= 0);
+    struct pollfd p = {.fd = rec, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    assert_true(read(rec, &b, 1) <= 0);
+    close(rec);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_relay_tunnel_login_and_stream_bytes_intact),
+        cmocka_unit_test(test_relay_wrong_password_refused_and_relay_keeps_serving),
+        cmocka_unit_test(test_relay_wrong_stream_token_refused),
+        cmocka_unit_test(test_relay_oversized_frame_closes_link),
+        cmocka_unit_test(test_relay_dead_tunnel_noticed_and_replacement),
+        cmocka_unit_test(test_relay_recorder_for_offline_camera_closed),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
