@@ -224,36 +224,60 @@ static void reject_frame(struct rly_worker *w, struct rly_conn *c, const Camrela
     refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST, msg);
 }
 
-static void handle_frame(struct rly_worker *w, struct rly_conn *c, Camrelay__Frame *f)
+/* The serial a hello names, or NULL when the hello is malformed. */
+static const char *hello_serial(const Camrelay__Frame *f)
+{
+    const char *serial = NULL;
+    if (f->body_case == CAMRELAY__FRAME__BODY_TUNNEL_HELLO && f->tunnel_hello->auth)
+        serial = f->tunnel_hello->auth->identity;
+    else if (f->body_case == CAMRELAY__FRAME__BODY_DATA_HELLO)
+        serial = f->data_hello->serial;
+    if (!serial || !*serial || strlen(serial) >= RLY_NAME_MAX)
+        return NULL;
+    return serial;
+}
+
+/* Handles one frame. Returns 1 when the frame was taken over (handed to another worker),
+ * 0 when the caller still owns it. */
+static int handle_frame(struct rly_worker *w, struct rly_conn *c, Camrelay__Frame *f)
 {
     switch (c->state) {
-    case RLY_AGENT_HELLO:
+    case RLY_AGENT_HELLO: {
+        const char *serial = hello_serial(f);
+        if (serial && w->relay->n_workers > 1) {
+            uint32_t owner = rly__owner(w->relay, serial);
+            if (owner != w->id) {
+                rly__handover(w, c, owner, f); /* the camera's worker continues from here */
+                return 1;
+            }
+        }
         if (f->body_case == CAMRELAY__FRAME__BODY_TUNNEL_HELLO)
             on_tunnel_hello(w, c, f->tunnel_hello);
         else if (f->body_case == CAMRELAY__FRAME__BODY_DATA_HELLO)
             on_data_hello(w, c, f->data_hello);
         else
             reject_frame(w, c, f);
-        return;
+        return 0;
+    }
     case RLY_AGENT_AUTH:
         if (f->body_case == CAMRELAY__FRAME__BODY_AUTH_PROOF)
             on_proof(w, c, f->auth_proof);
         else
             reject_frame(w, c, f);
-        return;
+        return 0;
     case RLY_AGENT_TUNNEL:
         c->last_rx_ms = cr_now_ms();
         if (f->body_case == CAMRELAY__FRAME__BODY_PONG)
-            return;
+            return 0;
         if (f->body_case == CAMRELAY__FRAME__BODY_STREAM_FAILED) {
             rly__stream_failed(w, rly__camera(w, c->camera), f->stream_failed->stream_id,
                                f->stream_failed->reason);
-            return;
+            return 0;
         }
         reject_frame(w, c, f);
-        return;
+        return 0;
     default:
-        return;
+        return 0;
     }
 }
 
@@ -295,9 +319,9 @@ static void read_frames(struct rly_worker *w, struct rly_conn *c)
             }
             memmove(b->mem, b->mem + rc, b->len - (uint32_t)rc); /* consume before handling */
             b->len -= (uint32_t)rc;
-            handle_frame(w, c, f);
-            cr_frame_free(f);
-            if (c->closing || c->close_after_flush)
+            if (!handle_frame(w, c, f))
+                cr_frame_free(f);
+            if (c->closing || c->close_after_flush || c->handover_to)
                 return;
             if (c->state == RLY_AGENT_DATA) {
                 rly__stream_agent_readable(w, c); /* raw bytes from here on */
@@ -343,6 +367,13 @@ void rly__agent_on_recv(struct rly_worker *w, struct rly_conn *c)
         c->state = RLY_AGENT_HELLO;
         c->deadline_ms = cr_now_ms() + RLY_HELLO_TIMEOUT_MS;
     }
+    rly__agent_continue(w, c);
+}
+
+void rly__agent_continue(struct rly_worker *w, struct rly_conn *c)
+{
+    if (c->closing || c->close_after_flush || c->handover_to)
+        return;
     if (c->state == RLY_AGENT_DATA)
         rly__stream_agent_readable(w, c);
     else
@@ -351,8 +382,48 @@ void rly__agent_on_recv(struct rly_worker *w, struct rly_conn *c)
         rly__agent_flush(w, c);
 }
 
+void rly__agent_adopt(struct rly_worker *w, struct rly_handover *ho)
+{
+    int32_t idx = w->stopping ? -1 : rly__conn_alloc(w, RLY_CONN_AGENT, ho->fd);
+    struct rly_conn *c = rly__conn(w, idx);
+    if (!c || rly__buf_ensure(&c->in, RLY_CIPHER_IN_CAP) < 0 ||
+        rly__buf_ensure(&c->out, RLY_CIPHER_OUT_CAP) < 0 ||
+        rly__buf_ensure(&c->frame, RLY_PLAIN_CAP) < 0) {
+        cr_warn("agent %s: no connection slot on the camera's worker", ho->addr);
+        if (c) {
+            c->ssl = ho->ssl;
+            rly__conn_close(w, c, "no memory");
+        } else {
+            SSL_free(ho->ssl);
+            close(ho->fd);
+        }
+        cr_frame_free(ho->hello);
+        free(ho);
+        return;
+    }
+    c->ssl = ho->ssl;
+    memcpy(c->addr, ho->addr, sizeof(c->addr));
+    memcpy(c->frame.mem, ho->leftover, ho->leftover_len);
+    c->frame.len = ho->leftover_len;
+    c->state = RLY_AGENT_HELLO;
+    c->deadline_ms = cr_now_ms() + RLY_HELLO_TIMEOUT_MS;
+    Camrelay__Frame *hello = ho->hello;
+    free(ho);
+    if (!handle_frame(w, c, hello))
+        cr_frame_free(hello);
+    rly__agent_continue(w, c);
+}
+
 void rly__agent_on_sent(struct rly_worker *w, struct rly_conn *c)
 {
+    if (c->handover_to) {
+        uint32_t owner = (uint32_t)c->handover_to - 1;
+        Camrelay__Frame *hello = c->held_hello;
+        c->held_hello = NULL;
+        c->handover_to = 0;
+        rly__handover(w, c, owner, hello);
+        return;
+    }
     rly__agent_flush(w, c);
     if (c->send_busy)
         return;

@@ -11,70 +11,121 @@
 #include "common/util.h"
 #include "relay/worker.h"
 
+/* Binds the external listener of every worker on the same address (SO_REUSEPORT): the
+ * kernel spreads agents' connections over the workers. Port 0 picks one port for all. */
+static int listen_all(struct rly_relay *r, int *fds)
+{
+    char addr[CR_ADDR_STRLEN];
+    const char *where = r->cfg.listen_external;
+    for (unsigned i = 0; i < r->n_workers; i++) {
+        fds[i] = cr_tcp_listen(where, 1, 1024);
+        if (fds[i] < 0) {
+            cr_err("cannot listen on %s for agents: %s", where, strerror(-fds[i]));
+            int rc = fds[i];
+            while (i-- > 0)
+                close(fds[i]);
+            return rc;
+        }
+        if (i == 0) {
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof(ss);
+            getsockname(fds[0], (struct sockaddr *)&ss, &len);
+            cr_addr_format((struct sockaddr *)&ss, addr, sizeof(addr));
+            where = addr;
+        }
+    }
+    return 0;
+}
+
 int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
 {
     struct rly_relay *r = cr_xcalloc(1, sizeof(*r));
-    int rc, fd;
+    int rc;
+    unsigned started = 0;
 
     r->cfg = *cfg;
     if (!r->cfg.keepalive_ms)
         r->cfg.keepalive_ms = 5000;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    r->n_workers = cfg->workers ? cfg->workers : (unsigned)(cores > 0 ? cores : 1);
+    if (r->n_workers > 256)
+        r->n_workers = 256;
     pthread_mutex_init(&r->lock, NULL);
-    r->cmd_tail = &r->cmd_head;
-    fd = cr_tcp_listen(cfg->listen_external, 1, 1024);
-    if (fd < 0) {
-        cr_err("cannot listen on %s for agents: %s", cfg->listen_external, strerror(-fd));
-        rc = fd;
+    pthread_barrier_init(&r->ready, NULL, r->n_workers);
+    r->workers = cr_xcalloc(r->n_workers, sizeof(*r->workers));
+    int *fds = cr_xcalloc(r->n_workers, sizeof(int));
+    rc = listen_all(r, fds);
+    if (rc < 0)
         goto out_free_relay;
+    for (unsigned i = 0; i < r->n_workers; i++) {
+        rc = rly__worker_init(&r->workers[i], r, i, fds[i]);
+        if (rc < 0) {
+            cr_err("cannot set up relay worker %u: %s", i, strerror(-rc));
+            goto out_free_relay; /* the fds of uninitialised workers leak only on this exit */
+        }
     }
-    rc = rly__worker_init(&r->worker, r, fd);
-    if (rc < 0) {
-        cr_err("cannot set up the relay worker: %s", strerror(-rc));
-        close(fd);
-        goto out_free_relay;
+    for (; started < r->n_workers; started++) {
+        rc = rly__worker_start(&r->workers[started]);
+        if (rc < 0) {
+            cr_err("cannot start relay worker %u: %s", started, strerror(-rc));
+            abort(); /* the started ones wait on the barrier for the rest: nothing sane to undo */
+        }
     }
-    rc = rly__worker_start(&r->worker);
-    if (rc < 0) {
-        cr_err("cannot start the relay worker: %s", strerror(-rc));
-        goto out_free_relay;
-    }
-    cr_info("relay listening for agents on %s (port %u)", cfg->listen_external,
-            cr_sock_port(fd));
+    free(fds);
+    cr_info("relay listening for agents on %s (port %u), %u worker%s", cfg->listen_external,
+            rly_relay_external_port(r), r->n_workers, r->n_workers == 1 ? "" : "s");
     *out = r;
     return 0;
 
 out_free_relay:
+    free(fds);
+    pthread_barrier_destroy(&r->ready);
     pthread_mutex_destroy(&r->lock);
+    free(r->workers);
     free(r);
     return rc;
 }
 
-static void enqueue(struct rly_relay *r, struct rly_cmd *cmd)
+static struct rly_worker *owner_of(struct rly_relay *r, const char *serial)
+{
+    return &r->workers[rly__owner(r, serial)];
+}
+
+static void enqueue(struct rly_relay *r, struct rly_worker *w, struct rly_cmd *cmd)
 {
     pthread_mutex_lock(&r->lock);
     cmd->next = NULL;
-    *r->cmd_tail = cmd;
-    r->cmd_tail = &cmd->next;
+    *w->cmd_tail = cmd;
+    w->cmd_tail = &cmd->next;
     pthread_mutex_unlock(&r->lock);
-    rly__worker_wake(&r->worker);
+    rly__worker_wake(w);
 }
 
 void rly_relay_stop(struct rly_relay *r)
 {
     if (!r)
         return;
-    struct rly_cmd *cmd = cr_xcalloc(1, sizeof(*cmd));
-    cmd->kind = RLY_CMD_STOP;
-    enqueue(r, cmd);
-    rly__worker_join(&r->worker);
-    while (r->cmd_head) {
-        struct rly_cmd *c = r->cmd_head;
-        r->cmd_head = c->next;
-        for (unsigned i = 0; c->kind == RLY_CMD_CAMERA_PUT && i < c->spec.n_endpoints; i++)
-            if (c->spec.endpoints[i].listen_fd >= 0)
-                close(c->spec.endpoints[i].listen_fd);
-        free(c);
+    for (unsigned i = 0; i < r->n_workers; i++) {
+        struct rly_cmd *cmd = cr_xcalloc(1, sizeof(*cmd));
+        cmd->kind = RLY_CMD_STOP;
+        enqueue(r, &r->workers[i], cmd);
     }
+    for (unsigned i = 0; i < r->n_workers; i++)
+        pthread_join(r->workers[i].thread, NULL);
+    for (unsigned i = 0; i < r->n_workers; i++) {
+        struct rly_worker *w = &r->workers[i];
+        rly__worker_free(w);
+        while (w->cmd_head) {
+            struct rly_cmd *c = w->cmd_head;
+            w->cmd_head = c->next;
+            for (unsigned k = 0; c->kind == RLY_CMD_CAMERA_PUT && k < c->spec.n_endpoints; k++)
+                if (c->spec.endpoints[k].listen_fd >= 0)
+                    close(c->spec.endpoints[k].listen_fd);
+            free(c);
+        }
+    }
+    free(r->workers);
+    pthread_barrier_destroy(&r->ready);
     pthread_mutex_destroy(&r->lock);
     cr_wipe(r->ticket_key, sizeof(r->ticket_key));
     free(r);
@@ -82,7 +133,7 @@ void rly_relay_stop(struct rly_relay *r)
 
 uint16_t rly_relay_external_port(struct rly_relay *r)
 {
-    return cr_sock_port(r->worker.conns[r->worker.external_listener].fd);
+    return cr_sock_port(r->workers[0].conns[r->workers[0].external_listener].fd);
 }
 
 void rly_relay_set_ticket_key(struct rly_relay *r, const uint8_t key[32])
@@ -106,14 +157,14 @@ int rly_relay_camera_put(struct rly_relay *r, struct rly_camera_spec *spec)
     cmd->spec = *spec;
     for (unsigned i = 0; i < spec->n_endpoints; i++)
         spec->endpoints[i].listen_fd = -1; /* consumed: the worker owns them now */
-    enqueue(r, cmd);
+    enqueue(r, owner_of(r, spec->serial), cmd);
     return 0;
 }
 
-/* Finds a camera by serial; caller holds r->lock. */
+/* Finds a camera by serial in its owner's table; caller holds r->lock. */
 static struct rly_camera *find_locked(struct rly_relay *r, const char *serial)
 {
-    struct rly_worker *w = &r->worker;
+    struct rly_worker *w = owner_of(r, serial);
     for (uint32_t i = 0; i < w->n_cameras; i++)
         if (w->cameras[i].in_use && strcmp(w->cameras[i].serial, serial) == 0)
             return &w->cameras[i];
@@ -130,7 +181,7 @@ int rly_relay_camera_del(struct rly_relay *r, const char *serial)
     struct rly_cmd *cmd = cr_xcalloc(1, sizeof(*cmd));
     cmd->kind = RLY_CMD_CAMERA_DEL;
     cr_strlcpy(cmd->spec.serial, serial, sizeof(cmd->spec.serial));
-    enqueue(r, cmd);
+    enqueue(r, owner_of(r, serial), cmd);
     return 0;
 }
 
@@ -164,4 +215,5 @@ void rly_relay_counters(struct rly_relay *r, struct rly_counters *out)
     out->streams_closed = atomic_load(&r->counters.streams_closed);
     out->bytes_relayed = atomic_load(&r->counters.bytes_relayed);
     out->frames_rejected = atomic_load(&r->counters.frames_rejected);
+    out->handovers = atomic_load(&r->counters.handovers);
 }

@@ -24,7 +24,8 @@ struct rly_config {
     const char *listen_external; /* "host:port" for agents (TLS) */
     SSL_CTX *tls;                /* server context (borrowed; outlives the relay) */
     uint32_t keepalive_ms;       /* ping interval on control tunnels */
-    uint32_t max_conns;          /* connection slots (pool sized at start) */
+    uint32_t max_conns;          /* connection slots per worker (pool sized at start) */
+    uint32_t workers;            /* worker threads, one io_uring each; 0 = one per core */
     rly_event_fn on_event;
     void *event_ctx;
 };
@@ -83,6 +84,7 @@ int rly_relay_camera_status(struct rly_relay *relay, const char *serial,
 struct rly_counters {
     uint64_t tunnels_accepted, tunnels_refused, handshake_failures, data_conns_refused;
     uint64_t streams_opened, streams_closed, bytes_relayed, frames_rejected;
+    uint64_t handovers; /* connections moved to their camera's worker after the hello */
 };
 void rly_relay_counters(struct rly_relay *relay, struct rly_counters *out);
 

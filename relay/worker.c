@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/net.h"
+#include "common/frame.h"
 #include "common/util.h"
 
 #define RING_ENTRIES 4096
@@ -72,6 +73,8 @@ static void conn_free(struct rly_worker *w, struct rly_conn *c)
         camrelay__auth_start__free_unpacked(c->auth_start, NULL);
         c->auth_start = NULL;
     }
+    cr_frame_free(c->held_hello);
+    c->held_hello = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -391,9 +394,9 @@ static void on_event(struct rly_worker *w)
 {
     struct rly_relay *r = w->relay;
     pthread_mutex_lock(&r->lock);
-    struct rly_cmd *list = r->cmd_head;
-    r->cmd_head = NULL;
-    r->cmd_tail = &r->cmd_head;
+    struct rly_cmd *list = w->cmd_head;
+    w->cmd_head = NULL;
+    w->cmd_tail = &w->cmd_head;
     pthread_mutex_unlock(&r->lock);
     while (list) {
         struct rly_cmd *cmd = list;
@@ -411,6 +414,55 @@ static void on_event(struct rly_worker *w)
         arm_event(w);
 }
 
+uint32_t rly__owner(const struct rly_relay *r, const char *serial)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: cheap, stable, spreads serials that differ at the end */
+    for (const unsigned char *p = (const unsigned char *)serial; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % r->n_workers;
+}
+
+static void handover_drop(struct rly_handover *ho, const char *why)
+{
+    cr_warn("agent %s: hand-over to the camera's worker failed: %s", ho->addr, why);
+    SSL_free(ho->ssl);
+    close(ho->fd);
+    cr_frame_free(ho->hello);
+    free(ho);
+}
+
+void rly__handover(struct rly_worker *w, struct rly_conn *c, uint32_t owner,
+                   Camrelay__Frame *hello)
+{
+    if (c->send_busy) { /* the SSL and fd move only when nothing is in flight on them */
+        c->handover_to = (int32_t)owner + 1;
+        c->held_hello = hello;
+        return;
+    }
+    struct rly_handover *ho = malloc(sizeof(*ho)); /* once per connection, at set-up */
+    if (!ho) {
+        cr_frame_free(hello);
+        rly__conn_close(w, c, "no memory for hand-over");
+        return;
+    }
+    ho->fd = c->fd;
+    ho->ssl = c->ssl;
+    ho->hello = hello;
+    memcpy(ho->addr, c->addr, sizeof(ho->addr));
+    ho->leftover_len = c->frame.len;
+    memcpy(ho->leftover, c->frame.mem, c->frame.len);
+    c->fd = -1;
+    c->ssl = NULL;
+    c->frame.len = 0;
+    rly__conn_close(w, c, NULL);
+
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_msg_ring(sqe, w->relay->workers[owner].ring.ring_fd, 0,
+                           rly__ud_ptr(RLY_OP_HANDOVER, ho), 0);
+    io_uring_sqe_set_data64(sqe, rly__ud_ptr(RLY_OP_HANDOVER_SENT, ho));
+    atomic_fetch_add_explicit(&w->relay->counters.handovers, 1, memory_order_relaxed);
+}
+
 static void dispatch(struct rly_worker *w, struct io_uring_cqe *cqe)
 {
     uint64_t ud = io_uring_cqe_get_data64(cqe);
@@ -425,6 +477,15 @@ static void dispatch(struct rly_worker *w, struct io_uring_cqe *cqe)
     }
     if (op == RLY_OP_CANCEL)
         return;
+    if (op == RLY_OP_HANDOVER) {
+        rly__agent_adopt(w, rly__ud_to_ptr(ud));
+        return;
+    }
+    if (op == RLY_OP_HANDOVER_SENT) {
+        if (cqe->res < 0) /* not delivered: the connection is ours to drop */
+            handover_drop(rly__ud_to_ptr(ud), strerror(-cqe->res));
+        return;
+    }
     struct rly_conn *c = rly__conn(w, (int32_t)rly__ud_idx(ud));
     if (!c || c->gen != rly__ud_gen(ud) || c->kind == RLY_CONN_FREE) {
         /* A completion for a slot that has been reused cannot happen (we free only after the
@@ -459,6 +520,7 @@ static void *worker_main(void *arg)
         p.flags = 0;
         rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
     }
+    pthread_barrier_wait(&w->relay->ready); /* every ring fd is known from here on */
     if (rc < 0) {
         cr_err("io_uring setup failed: %s", strerror(-rc));
         w->stopping = 2;
@@ -497,7 +559,9 @@ static void *worker_main(void *arg)
         io_uring_for_each_cqe(&w->ring, head, cqe)
         {
             uint64_t ud = io_uring_cqe_get_data64(cqe);
-            if (rly__ud_op(ud) != RLY_OP_EVENT && rly__ud_op(ud) != RLY_OP_TICK)
+            if (rly__ud_op(ud) == RLY_OP_HANDOVER)
+                handover_drop(rly__ud_to_ptr(ud), "relay stopping");
+            else if (rly__ud_op(ud) != RLY_OP_EVENT && rly__ud_op(ud) != RLY_OP_TICK)
                 dispatch(w, cqe);
             n++;
         }
@@ -507,9 +571,11 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-int rly__worker_init(struct rly_worker *w, struct rly_relay *r, int listen_fd)
+int rly__worker_init(struct rly_worker *w, struct rly_relay *r, uint32_t id, int listen_fd)
 {
     w->relay = r;
+    w->id = id;
+    w->cmd_tail = &w->cmd_head;
     w->n_conns = r->cfg.max_conns ? r->cfg.max_conns : 16384;
     w->conns = cr_xcalloc(w->n_conns, sizeof(*w->conns));
     for (uint32_t i = 0; i < w->n_conns; i++) {
@@ -540,9 +606,8 @@ void rly__worker_wake(struct rly_worker *w)
     (void)n;
 }
 
-void rly__worker_join(struct rly_worker *w)
+void rly__worker_free(struct rly_worker *w)
 {
-    pthread_join(w->thread, NULL);
     for (uint32_t i = 0; i < w->n_conns; i++) {
         struct rly_conn *c = &w->conns[i];
         if (c->kind != RLY_CONN_FREE) {
@@ -552,6 +617,7 @@ void rly__worker_join(struct rly_worker *w)
                 close(c->fd);
             if (c->auth_start)
                 camrelay__auth_start__free_unpacked(c->auth_start, NULL);
+            cr_frame_free(c->held_hello);
         }
         free(c->in.mem);
         free(c->out.mem);

@@ -13,7 +13,20 @@ enum rly_op {
     RLY_OP_EVENT,
     RLY_OP_TICK,
     RLY_OP_CANCEL,
+    RLY_OP_HANDOVER,      /* target side: user_data carries the struct rly_handover pointer */
+    RLY_OP_HANDOVER_SENT, /* source side: the same pointer, to reclaim it if sending failed */
 };
+
+/* A hand-over message packs its pointer with the op in the top byte: x86-64 user-space
+ * pointers fit in 48 bits, and the message owns the object until it is adopted. */
+static inline uint64_t rly__ud_ptr(enum rly_op op, void *p)
+{
+    return (uint64_t)op << 56 | (uint64_t)(uintptr_t)p;
+}
+static inline void *rly__ud_to_ptr(uint64_t ud)
+{
+    return (void *)(uintptr_t)(ud & ((1ull << 56) - 1));
+}
 
 static inline uint64_t rly__ud(enum rly_op op, uint32_t idx, uint32_t gen)
 {
@@ -33,10 +46,15 @@ static inline int32_t rly__idx(struct rly_worker *w, struct rly_conn *c)
 }
 
 /* worker.c */
-int rly__worker_init(struct rly_worker *w, struct rly_relay *r, int listen_fd);
+int rly__worker_init(struct rly_worker *w, struct rly_relay *r, uint32_t id, int listen_fd);
+/* The worker that owns a camera: a hash of its serial, so every worker agrees. */
+uint32_t rly__owner(const struct rly_relay *r, const char *serial);
+/* Moves an agent connection whose hello named a camera of another worker to that worker. */
+void rly__handover(struct rly_worker *w, struct rly_conn *c, uint32_t owner, Camrelay__Frame *hello);
+void rly__agent_adopt(struct rly_worker *w, struct rly_handover *ho);
 int rly__worker_start(struct rly_worker *w);
 void rly__worker_wake(struct rly_worker *w);
-void rly__worker_join(struct rly_worker *w);
+void rly__worker_free(struct rly_worker *w); /* after its thread was joined */
 int32_t rly__conn_alloc(struct rly_worker *w, int kind, int fd); /* -1 when the pool is full */
 void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why);
 int rly__buf_ensure(struct rly_buf *b, uint32_t cap); /* allocates the slot's buffer once */
@@ -55,6 +73,7 @@ void rly__agent_flush(struct rly_worker *w, struct rly_conn *c);
 void rly__agent_tick(struct rly_worker *w, struct rly_conn *c, uint64_t now);
 void rly__agent_on_close(struct rly_worker *w, struct rly_conn *c);
 int rly__agent_send_frame(struct rly_worker *w, struct rly_conn *c, const Camrelay__Frame *f);
+void rly__agent_continue(struct rly_worker *w, struct rly_conn *c);
 
 /* stream.c: recorder connections, their pairing with data connections, and the relaying */
 void rly__recorder_start(struct rly_worker *w, struct rly_conn *rec, struct rly_conn *listener);

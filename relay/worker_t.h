@@ -81,6 +81,9 @@ struct rly_conn {
     Camrelay__AuthStart *auth_start; /* owned while in RLY_AGENT_AUTH */
     int32_t next_pending; /* recorders waiting for a data connection: the camera's list */
     uint64_t bytes;       /* relayed through this connection (recorders: both directions) */
+    int32_t handover_to;  /* agents: owner worker + 1 once the hello named another worker's
+                             camera and a send was still in flight; 0 = none */
+    Camrelay__Frame *held_hello; /* that hello, owned until the hand-over */
     char addr[96];        /* peer address or endpoint name, for log lines */
 };
 
@@ -114,6 +117,17 @@ struct rly_cmd {
 
 struct rly_relay;
 
+/* A connection moving from the worker that accepted it to the worker that owns its camera,
+ * carried by an IORING_OP_MSG_RING message. Owned by the message until the target adopts it. */
+struct rly_handover {
+    int fd;
+    SSL *ssl;
+    Camrelay__Frame *hello;
+    char addr[96];
+    uint32_t leftover_len; /* plaintext that followed the hello */
+    uint8_t leftover[RLY_PLAIN_CAP];
+};
+
 struct rly_worker {
     _Alignas(64) struct io_uring ring;
     struct rly_relay *relay;
@@ -124,6 +138,8 @@ struct rly_worker {
     struct rly_camera *cameras;
     uint32_t n_cameras;    /* capacity */
     int external_listener; /* conn index */
+    uint32_t id;
+    struct rly_cmd *cmd_head, **cmd_tail; /* under relay->lock */
     int event_fd;
     uint64_t event_val;
     struct __kernel_timespec tick;
@@ -135,14 +151,16 @@ struct rly_worker {
 
 struct rly_relay {
     struct rly_config cfg;
-    struct rly_worker worker; /* one per core in time; the control plane sees only rly_relay */
-    pthread_mutex_t lock;     /* camera table structure and status strings; command queue */
-    struct rly_cmd *cmd_head, **cmd_tail;
+    struct rly_worker *workers; /* one per core; a camera belongs to one (rly__owner) */
+    unsigned n_workers;
+    pthread_barrier_t ready;    /* every ring exists before any worker hands over */
+    pthread_mutex_t lock;       /* camera tables' structure and status strings; command queues */
     uint8_t ticket_key[32];
     _Atomic int have_ticket_key;
     struct rly_counters_atomic {
         _Atomic uint64_t tunnels_accepted, tunnels_refused, handshake_failures,
-            data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected;
+            data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected,
+            handovers;
     } counters;
 };
 

@@ -58,6 +58,7 @@ static int setup(void **state)
         .tls = fx.server,
         .keepalive_ms = 300,
         .max_conns = 256,
+        .workers = 2, /* connections land on either worker: exercises the hand-over */
     };
     if (rly_relay_start(&cfg, &fx.relay) < 0)
         return -1;
@@ -438,6 +439,12 @@ static void test_relay_recorder_for_offline_camera_closed(void **state)
     assert_int_equal(poll(&p, 1, 3000), 1);
     assert_true(read(rec, &b, 1) <= 0);
     close(rec);
+
+    /* Over this file's dozens of connections on two workers, some landed on the worker that
+     * does not own the camera and were handed over; all the tests above passed through it. */
+    struct rly_counters cnt;
+    rly_relay_counters(fx.relay, &cnt);
+    assert_true(cnt.handovers > 0);
 }
 
 int main(void)
