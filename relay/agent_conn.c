@@ -20,10 +20,6 @@ static const char *const state_names[] = {"idle", "handshake", "hello", "login",
 
 int rly__agent_start(struct rly_worker *w, struct rly_conn *c)
 {
-    if (rly__buf_ensure(&c->in, RLY_CIPHER_IN_CAP) < 0 ||
-        rly__buf_ensure(&c->out, RLY_CIPHER_OUT_CAP) < 0 ||
-        rly__buf_ensure(&c->frame, RLY_PLAIN_CAP) < 0)
-        return -ENOMEM;
     c->ssl = SSL_new(w->relay->cfg.tls);
     if (!c->ssl)
         return -ENOMEM;
@@ -47,6 +43,10 @@ void rly__agent_flush(struct rly_worker *w, struct rly_conn *c)
         return;
     BIO *wbio = SSL_get_wbio(c->ssl);
     if (c->out.len == 0 && BIO_ctrl_pending(wbio) > 0) {
+        if (rly__buf_take(w, &c->out) < 0) {
+            c->starved = 1; /* the ciphertext waits in the BIO until a buffer is free */
+            return;
+        }
         int n = BIO_read(wbio, c->out.mem, (int)c->out.cap);
         if (n > 0) {
             c->out.off = 0;
@@ -285,12 +285,17 @@ static int handle_frame(struct rly_worker *w, struct rly_conn *c, Camrelay__Fram
 static void read_frames(struct rly_worker *w, struct rly_conn *c)
 {
     struct rly_buf *b = &c->frame;
+    if (rly__buf_take(w, b) < 0) {
+        c->starved = 1; /* stop reading this peer until a buffer is free */
+        return;
+    }
     for (;;) {
-        int n = SSL_read(c->ssl, b->mem + b->len, (int)(b->cap - b->len));
+        int n = SSL_read(c->ssl, b->mem + b->len, (int)(RLY_PLAIN_CAP - b->len));
         if (n <= 0) {
             int e = SSL_get_error(c->ssl, n);
             ERR_clear_error();
             if (e == SSL_ERROR_WANT_READ && !c->read_eof) {
+                rly__buf_give(w, b); /* an idle tunnel keeps no frame buffer */
                 rly__post_recv(w, c);
             } else {
                 rly__conn_close(w, c, e == SSL_ERROR_WANT_READ || e == SSL_ERROR_ZERO_RETURN ||
@@ -304,7 +309,7 @@ static void read_frames(struct rly_worker *w, struct rly_conn *c)
         for (;;) {
             Camrelay__Frame *f = NULL;
             int rc = cr_frame_decode(b->mem, b->len, RLY_FRAME_MAX_EXTERNAL, &f);
-            if (rc == 0 && b->len == b->cap)
+            if (rc == 0 && b->len == RLY_PLAIN_CAP)
                 rc = -EMSGSIZE; /* cannot happen with max <= cap, kept as a guard */
             if (rc == 0)
                 break;
@@ -331,13 +336,11 @@ static void read_frames(struct rly_worker *w, struct rly_conn *c)
     }
 }
 
-void rly__agent_on_recv(struct rly_worker *w, struct rly_conn *c)
+void rly__agent_on_recv(struct rly_worker *w, struct rly_conn *c, const uint8_t *data, int len)
 {
     BIO *rbio = SSL_get_rbio(c->ssl);
-    if (c->in.len) {
-        BIO_write(rbio, c->in.mem + c->in.off, (int)c->in.len);
-        c->in.off = c->in.len = 0;
-    }
+    if (len > 0)
+        BIO_write(rbio, data, len);
     if (c->read_eof)
         BIO_set_mem_eof_return(rbio, 0); /* the TLS layer now sees end of stream */
     if (c->close_after_flush)
@@ -386,9 +389,7 @@ void rly__agent_adopt(struct rly_worker *w, struct rly_handover *ho)
 {
     int32_t idx = w->stopping ? -1 : rly__conn_alloc(w, RLY_CONN_AGENT, ho->fd);
     struct rly_conn *c = rly__conn(w, idx);
-    if (!c || rly__buf_ensure(&c->in, RLY_CIPHER_IN_CAP) < 0 ||
-        rly__buf_ensure(&c->out, RLY_CIPHER_OUT_CAP) < 0 ||
-        rly__buf_ensure(&c->frame, RLY_PLAIN_CAP) < 0) {
+    if (!c || (ho->leftover_len && rly__buf_take(w, &c->frame) < 0)) {
         cr_warn("agent %s: no connection slot on the camera's worker", ho->addr);
         if (c) {
             c->ssl = ho->ssl;
@@ -403,7 +404,8 @@ void rly__agent_adopt(struct rly_worker *w, struct rly_handover *ho)
     }
     c->ssl = ho->ssl;
     memcpy(c->addr, ho->addr, sizeof(c->addr));
-    memcpy(c->frame.mem, ho->leftover, ho->leftover_len);
+    if (ho->leftover_len)
+        memcpy(c->frame.mem, ho->leftover, ho->leftover_len);
     c->frame.len = ho->leftover_len;
     c->state = RLY_AGENT_HELLO;
     c->deadline_ms = cr_now_ms() + RLY_HELLO_TIMEOUT_MS;
@@ -427,6 +429,7 @@ void rly__agent_on_sent(struct rly_worker *w, struct rly_conn *c)
     rly__agent_flush(w, c);
     if (c->send_busy)
         return;
+    rly__buf_give(w, &c->out); /* drained: an idle connection holds no send buffer */
     if (c->close_after_flush) {
         rly__conn_close(w, c, "refused");
         return;

@@ -216,4 +216,5 @@ void rly_relay_counters(struct rly_relay *r, struct rly_counters *out)
     out->bytes_relayed = atomic_load(&r->counters.bytes_relayed);
     out->frames_rejected = atomic_load(&r->counters.frames_rejected);
     out->handovers = atomic_load(&r->counters.handovers);
+    out->buffers_exhausted = atomic_load(&r->counters.buffers_exhausted);
 }

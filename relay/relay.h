@@ -85,6 +85,7 @@ struct rly_counters {
     uint64_t tunnels_accepted, tunnels_refused, handshake_failures, data_conns_refused;
     uint64_t streams_opened, streams_closed, bytes_relayed, frames_rejected;
     uint64_t handovers; /* connections moved to their camera's worker after the hello */
+    uint64_t buffers_exhausted; /* times a connection waited for a buffer (backpressure) */
 };
 void rly_relay_counters(struct rly_relay *relay, struct rly_counters *out);
 

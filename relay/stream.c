@@ -34,9 +34,10 @@ static void unlink_pending(struct rly_worker *w, struct rly_camera *cam, struct 
 void rly__recorder_start(struct rly_worker *w, struct rly_conn *rec, struct rly_conn *listener)
 {
     struct rly_camera *cam = rly__camera(w, listener->camera);
-    if (!cam || rly__buf_ensure(&rec->in, RLY_PLAIN_CAP) < 0 ||
-        rly__buf_ensure(&rec->out, RLY_PLAIN_CAP) < 0) {
-        rly__conn_close(w, rec, "no camera or no memory");
+    if (!cam || rly__buf_take(w, &rec->in) < 0 || rly__buf_take(w, &rec->out) < 0) {
+        cr_warn("recorder %s: %s, closing", rec->addr,
+                cam ? "no free buffer (relay at capacity)" : "camera removed");
+        rly__conn_close(w, rec, "no camera or no buffer");
         return;
     }
     rec->camera = listener->camera;
@@ -126,6 +127,7 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
         data->frame.len = 0;
         rly__post_send(w, rec);
     }
+    rly__buf_give(w, &data->frame); /* raw bytes from here on: no frames to assemble */
     rly__post_recv(w, rec);
     return 0;
 }
@@ -165,7 +167,7 @@ void rly__stream_agent_readable(struct rly_worker *w, struct rly_conn *data)
         return;
     if (rec->out.len || rec->send_busy || rec->eof_sent)
         return; /* backpressure: the recorder has not taken the last buffer yet */
-    int n = SSL_read(data->ssl, rec->out.mem, (int)rec->out.cap);
+    int n = SSL_read(data->ssl, rec->out.mem, RLY_PLAIN_CAP);
     if (n > 0) {
         rec->out.off = 0;
         rec->out.len = (uint32_t)n;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,16 +16,41 @@
 
 #define RING_ENTRIES 4096
 
-int rly__buf_ensure(struct rly_buf *b, uint32_t cap)
+int rly__buf_take(struct rly_worker *w, struct rly_buf *b)
 {
+    struct rly_pool *p = &w->pool;
     if (b->mem)
         return 0;
-    b->mem = malloc(cap); /* once per slot, then reused: not per I/O */
-    if (!b->mem)
-        return -ENOMEM;
-    b->cap = cap;
+    if (p->n_free) {
+        b->mem = p->free[--p->n_free];
+    } else if (p->n_made < p->limit) {
+        b->mem = malloc(RLY_BUF_SIZE); /* made once, then recycled through the pool */
+        if (!b->mem)
+            return -ENOBUFS;
+        p->n_made++;
+    } else {
+        atomic_fetch_add_explicit(&w->relay->counters.buffers_exhausted, 1,
+                                  memory_order_relaxed);
+        return -ENOBUFS;
+    }
+    b->cap = RLY_BUF_SIZE;
     b->off = b->len = 0;
     return 0;
+}
+
+static void buf_release(struct rly_worker *w, struct rly_buf *b)
+{
+    if (!b->mem)
+        return;
+    w->pool.free[w->pool.n_free++] = b->mem; /* free[] holds `limit` entries: never overflows */
+    b->mem = NULL;
+    b->off = b->len = b->cap = 0;
+}
+
+void rly__buf_give(struct rly_worker *w, struct rly_buf *b)
+{
+    if (b->len == 0)
+        buf_release(w, b);
 }
 
 /* Gets an SQE, flushing the submission queue when it is full. */
@@ -46,14 +72,8 @@ int32_t rly__conn_alloc(struct rly_worker *w, int kind, int fd)
     struct rly_conn *c = &w->conns[idx];
     w->free_head = c->peer;
     w->n_used++;
-    /* Keep the slot's buffers (allocated once) and generation; reset everything else. */
-    struct rly_buf in = c->in, out = c->out, frame = c->frame;
-    uint32_t gen = c->gen;
+    uint32_t gen = c->gen; /* the generation survives reuse; everything else starts at zero */
     memset(c, 0, sizeof(*c));
-    c->in = in, c->out = out, c->frame = frame;
-    c->in.off = c->in.len = 0;
-    c->out.off = c->out.len = 0;
-    c->frame.off = c->frame.len = 0;
     c->gen = gen;
     c->kind = (uint8_t)kind;
     c->fd = fd;
@@ -75,6 +95,9 @@ static void conn_free(struct rly_worker *w, struct rly_conn *c)
     }
     cr_frame_free(c->held_hello);
     c->held_hello = NULL;
+    buf_release(w, &c->in);
+    buf_release(w, &c->out);
+    buf_release(w, &c->frame);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -118,7 +141,18 @@ void rly__post_recv(struct rly_worker *w, struct rly_conn *c)
 {
     if (c->recv_busy || c->closing || c->read_eof)
         return;
+    if (c->kind == RLY_CONN_AGENT) {
+        struct io_uring_sqe *sqe = get_sqe(w);
+        io_uring_prep_recv(sqe, c->fd, NULL, RLY_BUF_SIZE, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT; /* the kernel picks a ring buffer when data comes */
+        sqe->buf_group = RLY_RING_BGID;
+        io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_RECV, (uint32_t)rly__idx(w, c), c->gen));
+        c->recv_busy = 1;
+        return;
+    }
     struct rly_buf *b = &c->in;
+    if (!b->mem)
+        return;
     if (b->len == 0)
         b->off = 0;
     uint32_t space = b->cap - b->off - b->len;
@@ -233,10 +267,28 @@ static void on_accept(struct rly_worker *w, struct rly_conn *l, struct io_uring_
     }
 }
 
-static void on_recv(struct rly_worker *w, struct rly_conn *c, int res)
+static void ring_recycle(struct rly_worker *w, unsigned bid)
 {
+    io_uring_buf_ring_add(w->buf_ring, w->ring_bufs + (size_t)bid * RLY_BUF_SIZE, RLY_BUF_SIZE,
+                          (unsigned short)bid, io_uring_buf_ring_mask(RLY_RING_BUFS), 0);
+    io_uring_buf_ring_advance(w->buf_ring, 1);
+}
+
+static void on_recv(struct rly_worker *w, struct rly_conn *c, struct io_uring_cqe *cqe)
+{
+    int res = cqe->res;
+    const uint8_t *data = NULL;
+    unsigned bid = 0;
+    int has_buf = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
+
     c->recv_busy = 0;
+    if (has_buf) {
+        bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        data = w->ring_bufs + (size_t)bid * RLY_BUF_SIZE;
+    }
     if (c->closing) {
+        if (has_buf)
+            ring_recycle(w, bid);
         maybe_free(w, c);
         return;
     }
@@ -244,16 +296,22 @@ static void on_recv(struct rly_worker *w, struct rly_conn *c, int res)
         rly__recorder_on_recv(w, c, res);
         return;
     }
+    if (res == -ENOBUFS) { /* every ring buffer is in use: try again on the next tick */
+        atomic_fetch_add_explicit(&w->relay->counters.buffers_exhausted, 1,
+                                  memory_order_relaxed);
+        c->starved = 1;
+        return;
+    }
     if (res < 0) {
         rly__conn_close(w, c, strerror(-res));
         return;
     }
-    if (res == 0) {
+    if (res == 0)
         c->read_eof = 1;
-    } else {
-        c->in.len += (uint32_t)res;
-    }
-    rly__agent_on_recv(w, c);
+    /* The TLS layer copies the bytes in, so the ring buffer goes back at once. */
+    rly__agent_on_recv(w, c, data, res);
+    if (has_buf)
+        ring_recycle(w, bid);
 }
 
 static void on_send(struct rly_worker *w, struct rly_conn *c, int res)
@@ -295,6 +353,13 @@ static void on_tick(struct rly_worker *w)
         struct rly_conn *c = &w->conns[i];
         if (c->closing)
             continue;
+        if (c->starved) {
+            c->starved = 0;
+            if (c->kind == RLY_CONN_AGENT) {
+                rly__agent_continue(w, c);
+                rly__post_recv(w, c);
+            }
+        }
         if (c->kind == RLY_CONN_AGENT)
             rly__agent_tick(w, c, now);
         else if (c->kind == RLY_CONN_RECORDER)
@@ -499,7 +564,7 @@ static void dispatch(struct rly_worker *w, struct io_uring_cqe *cqe)
         on_accept(w, c, cqe);
         break;
     case RLY_OP_RECV:
-        on_recv(w, c, cqe->res);
+        on_recv(w, c, cqe);
         break;
     case RLY_OP_SEND:
         on_send(w, c, cqe->res);
@@ -507,6 +572,35 @@ static void dispatch(struct rly_worker *w, struct io_uring_cqe *cqe)
     default:
         break;
     }
+}
+
+/* The provided-buffer ring agents receive into. liburing 2.3 has no io_uring_setup_buf_ring:
+ * map the ring, initialise it, register it, then hand it every buffer. */
+static int setup_buf_ring(struct rly_worker *w)
+{
+    size_t ring_size = RLY_RING_BUFS * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED)
+        return -errno;
+    w->buf_ring = mem;
+    io_uring_buf_ring_init(w->buf_ring);
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (unsigned long)mem, .ring_entries = RLY_RING_BUFS, .bgid = RLY_RING_BGID};
+    int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+    if (rc < 0)
+        return rc;
+    /* Pages are touched only when the kernel first fills a buffer: RSS follows real use. */
+    w->ring_bufs = mmap(NULL, (size_t)RLY_RING_BUFS * RLY_BUF_SIZE, PROT_READ | PROT_WRITE,
+                        MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (w->ring_bufs == MAP_FAILED) {
+        w->ring_bufs = NULL;
+        return -errno;
+    }
+    for (unsigned i = 0; i < RLY_RING_BUFS; i++)
+        io_uring_buf_ring_add(w->buf_ring, w->ring_bufs + (size_t)i * RLY_BUF_SIZE, RLY_BUF_SIZE,
+                              (unsigned short)i, io_uring_buf_ring_mask(RLY_RING_BUFS), (int)i);
+    io_uring_buf_ring_advance(w->buf_ring, RLY_RING_BUFS);
+    return 0;
 }
 
 static void *worker_main(void *arg)
@@ -524,6 +618,13 @@ static void *worker_main(void *arg)
     if (rc < 0) {
         cr_err("io_uring setup failed: %s", strerror(-rc));
         w->stopping = 2;
+        return NULL;
+    }
+    rc = setup_buf_ring(w);
+    if (rc < 0) {
+        cr_err("cannot register the receive buffer ring: %s", strerror(-rc));
+        w->stopping = 2;
+        io_uring_queue_exit(&w->ring);
         return NULL;
     }
     arm_event(w);
@@ -583,6 +684,8 @@ int rly__worker_init(struct rly_worker *w, struct rly_relay *r, uint32_t id, int
         w->conns[i].peer = (int32_t)i + 1 < (int32_t)w->n_conns ? (int32_t)i + 1 : -1;
     }
     w->free_head = 0;
+    w->pool.limit = 2 * w->n_conns;
+    w->pool.free = cr_xcalloc(w->pool.limit, sizeof(void *));
     w->n_cameras = w->n_conns / 2 > 4 ? w->n_conns / 2 : 4;
     w->cameras = cr_xcalloc(w->n_cameras, sizeof(*w->cameras));
     w->event_fd = eventfd(0, EFD_CLOEXEC);
@@ -619,10 +722,17 @@ void rly__worker_free(struct rly_worker *w)
                 camrelay__auth_start__free_unpacked(c->auth_start, NULL);
             cr_frame_free(c->held_hello);
         }
-        free(c->in.mem);
-        free(c->out.mem);
-        free(c->frame.mem);
+        buf_release(w, &c->in);
+        buf_release(w, &c->out);
+        buf_release(w, &c->frame);
     }
+    for (uint32_t i = 0; i < w->pool.n_free; i++)
+        free(w->pool.free[i]);
+    free(w->pool.free);
+    if (w->ring_bufs)
+        munmap(w->ring_bufs, (size_t)RLY_RING_BUFS * RLY_BUF_SIZE);
+    if (w->buf_ring)
+        munmap(w->buf_ring, RLY_RING_BUFS * sizeof(struct io_uring_buf));
     free(w->conns);
     free(w->cameras);
     close(w->event_fd);

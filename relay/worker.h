@@ -57,7 +57,11 @@ void rly__worker_wake(struct rly_worker *w);
 void rly__worker_free(struct rly_worker *w); /* after its thread was joined */
 int32_t rly__conn_alloc(struct rly_worker *w, int kind, int fd); /* -1 when the pool is full */
 void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why);
-int rly__buf_ensure(struct rly_buf *b, uint32_t cap); /* allocates the slot's buffer once */
+/* Gives b a pool buffer if it has none. Returns 0, or -ENOBUFS when the pool is exhausted
+ * (the caller sets conn->starved and retries on the next tick). */
+int rly__buf_take(struct rly_worker *w, struct rly_buf *b);
+/* Returns b's buffer to the pool when b is empty. */
+void rly__buf_give(struct rly_worker *w, struct rly_buf *b);
 void rly__post_recv(struct rly_worker *w, struct rly_conn *c);
 void rly__post_send(struct rly_worker *w, struct rly_conn *c);
 struct rly_camera *rly__camera(struct rly_worker *w, int32_t idx);
@@ -67,7 +71,8 @@ void rly__camera_set_online(struct rly_worker *w, struct rly_camera *cam, int32_
 
 /* agent_conn.c: TLS connections from agents (tunnels and data connections) */
 int rly__agent_start(struct rly_worker *w, struct rly_conn *c);
-void rly__agent_on_recv(struct rly_worker *w, struct rly_conn *c);
+/* data/len: bytes just received (borrowed ring buffer; NULL/0 at end of stream). */
+void rly__agent_on_recv(struct rly_worker *w, struct rly_conn *c, const uint8_t *data, int len);
 void rly__agent_on_sent(struct rly_worker *w, struct rly_conn *c);
 void rly__agent_flush(struct rly_worker *w, struct rly_conn *c);
 void rly__agent_tick(struct rly_worker *w, struct rly_conn *c, uint64_t now);

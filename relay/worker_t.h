@@ -13,11 +13,14 @@
 #include "proto/camrelay.pb-c.h"
 #include "relay/relay.h"
 
-/* Buffer sizes. A TLS record carries at most 16 KiB of plaintext plus a small overhead; the
- * ciphertext buffers hold two records so a full record never has to wait for a partial one. */
+/* One buffer size for everything: a TLS record carries at most 16 KiB of plaintext plus a
+ * small overhead, so a buffer holds one whole record either way. */
+#define RLY_BUF_SIZE (17 * 1024)
 #define RLY_PLAIN_CAP (16 * 1024)
-#define RLY_CIPHER_IN_CAP (17 * 1024)
-#define RLY_CIPHER_OUT_CAP (34 * 1024)
+/* Receive buffers for agent connections come from a provided-buffer ring: an idle tunnel
+ * holds no receive buffer while it waits, the kernel picks one when bytes arrive. */
+#define RLY_RING_BUFS 256
+#define RLY_RING_BGID 0
 #define RLY_FRAME_MAX_EXTERNAL (16 * 1024) /* control frames from agents */
 #define RLY_HANDSHAKE_TIMEOUT_MS 10000
 #define RLY_HELLO_TIMEOUT_MS 10000
@@ -26,8 +29,9 @@
 #define RLY_TOKEN_LEN 32
 
 /* A byte buffer: data lives in [off, off+len) of mem[cap]; len == 0 means empty and then
- * off is reset to 0 so appends always have the whole capacity. mem is NULL until first
- * needed, then kept for the life of the slot (no allocation per I/O). */
+ * off is reset to 0 so appends always have the whole capacity. mem is NULL while the
+ * connection needs no buffer; it comes from the worker's pool (struct rly_pool) and goes
+ * back when drained, so an idle connection holds none. */
 struct rly_buf {
     uint8_t *mem;
     uint32_t off, len, cap;
@@ -62,12 +66,13 @@ struct rly_conn {
     uint8_t read_eof;    /* our side saw EOF/close_notify from this peer */
     uint8_t eof_sent;    /* we propagated the other side's EOF to this peer */
     uint8_t accept_armed;
+    uint8_t starved;     /* waiting for a pool or ring buffer: retried on the next tick */
     uint32_t gen;
     int fd;
     int32_t peer;        /* paired connection index, -1 = none */
     int32_t camera;      /* camera index, -1 = none */
     SSL *ssl;            /* agents only */
-    struct rly_buf in;   /* received bytes: ciphertext (agents) or plaintext (recorders) */
+    struct rly_buf in;   /* recorders: received plaintext (agents receive into ring buffers) */
     struct rly_buf out;  /* bytes to send: ciphertext (agents) or plaintext (recorders) */
     struct rly_buf frame; /* agents before pairing: decrypted control frames */
     uint64_t deadline_ms; /* handshake/hello/auth/open deadline; 0 = none */
@@ -128,8 +133,18 @@ struct rly_handover {
     uint8_t leftover[RLY_PLAIN_CAP];
 };
 
+/* Buffers of RLY_BUF_SIZE, each allocated once and then recycled: the data path never
+ * allocates per I/O, and when `limit` buffers are out it gets NULL (backpressure). */
+struct rly_pool {
+    void **free;
+    uint32_t n_free, n_made, limit;
+};
+
 struct rly_worker {
     _Alignas(64) struct io_uring ring;
+    struct io_uring_buf_ring *buf_ring;
+    uint8_t *ring_bufs;    /* RLY_RING_BUFS x RLY_BUF_SIZE */
+    struct rly_pool pool;
     struct rly_relay *relay;
     struct rly_conn *conns;
     uint32_t n_conns;
@@ -160,7 +175,7 @@ struct rly_relay {
     struct rly_counters_atomic {
         _Atomic uint64_t tunnels_accepted, tunnels_refused, handshake_failures,
             data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected,
-            handovers;
+            handovers, buffers_exhausted;
     } counters;
 };
 
