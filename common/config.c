@@ -81,8 +81,10 @@ static int on_ini_setting(void *user, const char *section, const char *name, con
         c->failed = 1;
         return 0;
     }
-    if (set_opt(o, c->cfg, value, where) < 0)
+    if (set_opt(o, c->cfg, value, where) < 0) {
         c->failed = 1;
+        return 0; /* libinih then reports this line's number */
+    }
     return 1;
 }
 
@@ -120,9 +122,23 @@ int cr_config_load(const struct cr_opt *table, void *cfg, int argc, char **argv,
     }
     if (config_path) {
         struct ini_ctx c = {table, cfg, config_path, 0};
-        int rc = ini_parse(config_path, on_ini_setting, &c);
-        if (rc < 0) {
+        /* Our own FILE so a read error (a directory: EISDIR) is not taken for an empty file. */
+        /* An indented line is an error here, not a continuation of the previous value, and a
+         * long line (a path list) is read whole. */
+        ini_allow_multiline = false;
+        ini_allow_realloc = true;
+        ini_max_line = 4096;
+        FILE *f = fopen(config_path, "r");
+        if (!f) {
             fprintf(stderr, "%s: cannot read configuration file: %s\n", config_path, strerror(errno));
+            return -EINVAL;
+        }
+        int rc = ini_parse_file(f, on_ini_setting, &c);
+        int read_errno = ferror(f) ? (errno ? errno : EIO) : 0;
+        fclose(f);
+        if (read_errno || rc < 0) { /* rc < 0: libinih could not allocate its line buffer */
+            fprintf(stderr, "%s: cannot read configuration file: %s\n", config_path,
+                    strerror(read_errno ? read_errno : ENOMEM));
             return -EINVAL;
         }
         if (rc > 0) {
@@ -152,8 +168,13 @@ int cr_config_load(const struct cr_opt *table, void *cfg, int argc, char **argv,
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         if (len == 6 && strncmp(name, "config", 6) == 0) {
-            if (!eq)
+            if (!eq) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "%s: option --config needs a value\n", argv[0]);
+                    return -EINVAL;
+                }
                 i++;
+            }
             continue;
         }
         const struct cr_opt *o = find_opt(table, name, len);

@@ -168,6 +168,10 @@ int cr_tcp_connect(const char *host_port, int timeout_ms)
             rc = -ETIMEDOUT;
             goto out_close_fd;
         }
+        if (rc < 0) {
+            rc = -errno;
+            goto out_close_fd;
+        }
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err) {
             rc = err ? -err : -errno;
             goto out_close_fd;
@@ -188,6 +192,10 @@ int cr_unix_listen(const char *path, unsigned mode)
     if (strlen(path) >= sizeof(un.sun_path))
         return -ENAMETOOLONG;
     strcpy(un.sun_path, path);
+    /* Only a stale socket is removed: a misconfigured path must not delete a regular file. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+        return -EEXIST;
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;

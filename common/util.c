@@ -108,11 +108,21 @@ void cr_wipe(void *buf, size_t len)
 
 int cr_read_small_file(const char *path, char *buf, size_t cap)
 {
+    if (cap == 0)
+        return -EINVAL; /* no room even for the NUL */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     size_t n = 0;
     for (;;) {
+        if (n == cap - 1) { /* full (also before the first read when cap == 1): any more? */
+            char extra;
+            if (read(fd, &extra, 1) > 0) {
+                close(fd);
+                return -EFBIG;
+            }
+            break;
+        }
         ssize_t r = read(fd, buf + n, cap - 1 - n);
         if (r < 0) {
             if (errno == EINTR)
@@ -124,14 +134,6 @@ int cr_read_small_file(const char *path, char *buf, size_t cap)
         if (r == 0)
             break;
         n += (size_t)r;
-        if (n == cap - 1) {
-            char extra;
-            if (read(fd, &extra, 1) > 0) {
-                close(fd);
-                return -EFBIG;
-            }
-            break;
-        }
     }
     close(fd);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
