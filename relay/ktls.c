@@ -14,13 +14,6 @@
 #include <openssl/hkdf.h>
 #include <openssl/mem.h>
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
-
 /* SHA-384 is the longest PRF hash of a TLS 1.3 suite. */
 #define SECRET_MAX 48
 #define IV12 12
@@ -292,10 +285,12 @@ static int derive(SSL *ssl, int is_server, struct rly_ktls_material *tx,
     size_t i, md_len;
     int rc;
 
+    if (tx)
+        memset(tx, 0, sizeof(*tx));
+    if (rx)
+        memset(rx, 0, sizeof(*rx));
     if (!ssl || !tx || !rx)
         return -EINVAL;
-    memset(tx, 0, sizeof(*tx));
-    memset(rx, 0, sizeof(*rx));
     if (SSL_version(ssl) != TLS1_3_VERSION || SSL_in_init(ssl) ||
         !SSL_is_server(ssl) != !is_server)
         return -EINVAL;

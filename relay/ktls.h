@@ -74,7 +74,7 @@ void rly_ktls_forget(SSL *ssl);
 int rly_ktls_secrets_held(const SSL *ssl);
 
 /* Moves fd's record layer into the kernel: setsockopt TCP_ULP "tls", then SOL_TLS TLS_TX with
- * tx and TLS_RX with rx (either may be NULL to offload one direction only). fd must be an
+ * tx and TLS_RX with rx (one of them may be NULL to offload one direction only). fd must be an
  * established TCP socket whose TLS stream is at the point where tx/rx were derived.
  * Returns 0; -ENOENT or -ENOPROTOOPT when the kernel has no TLS ULP (nothing changed on fd:
  * carry on in userspace TLS); -EINVAL for malformed material (fd untouched); another -errno
