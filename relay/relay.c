@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/util.h"
+#include "relay/ktls.h"
 #include "relay/worker.h"
 
 /* Binds the external listener of every worker on the same address (SO_REUSEPORT): the
@@ -72,6 +73,13 @@ int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
         }
     }
     free(fds);
+    /* The data path is chosen at run time: kernel TLS where the kernel has the TLS ULP, the
+     * userspace record layer (BoringSSL) otherwise. */
+    if (rly_ktls_available())
+        cr_info("kernel TLS is available; this build relays through the userspace record layer");
+    else
+        cr_info("kernel TLS not available (%s): relaying through the userspace record layer",
+                rly_ktls_unavailable_reason());
     cr_info("relay listening for agents on %s (port %u), %u worker%s", cfg->listen_external,
             rly_relay_external_port(r), r->n_workers, r->n_workers == 1 ? "" : "s");
     *out = r;
