@@ -79,7 +79,8 @@ static int handshake(struct cr_link *l, int is_server, int timeout_ms, char *err
         if (st < 0) {
             char buf[200];
             long vr = SSL_get_verify_result(l->ssl);
-            if (!is_server && vr != X509_V_OK)
+            /* INVALID_CALL: the handshake failed before the certificate was checked. */
+            if (!is_server && vr != X509_V_OK && vr != X509_V_ERR_INVALID_CALL)
                 snprintf(err, errlen, "TLS handshake with %s failed: certificate not trusted (%s)",
                          l->peer, X509_verify_cert_error_string(vr));
             else
