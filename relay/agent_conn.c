@@ -71,12 +71,14 @@ int rly__agent_send_frame(struct rly_worker *w, struct rly_conn *c, const Camrel
 }
 
 /* Sends a Refusal and closes the connection once it has been sent. */
-static void refuse(struct rly_worker *w, struct rly_conn *c, int status, const char *message)
+static void refuse(struct rly_worker *w, struct rly_conn *c, int status, const char *message,
+                   uint32_t retry_after_ms)
 {
     Camrelay__Frame f = CAMRELAY__FRAME__INIT;
     Camrelay__Refusal r = CAMRELAY__REFUSAL__INIT;
     r.status = status;
     r.message = (char *)message;
+    r.retry_after_ms = retry_after_ms;
     f.body_case = CAMRELAY__FRAME__BODY_REFUSAL;
     f.refusal = &r;
     c->state = RLY_AGENT_IDLE;
@@ -95,16 +97,21 @@ static void on_tunnel_hello(struct rly_worker *w, struct rly_conn *c, Camrelay__
     if (!h->auth || cr_auth_start_check(h->auth) < 0) {
         atomic_fetch_add(&r->counters.frames_rejected, 1);
         cr_warn("agent %s: malformed tunnel hello", c->addr);
-        refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST, "malformed tunnel hello");
+        refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST, "malformed tunnel hello", 0);
         return;
     }
     const char *serial = h->auth->identity;
     int32_t cam_idx = rly__camera_find(w, serial);
+    if (cam_idx < 0 && !atomic_load(&r->ready)) {
+        /* Still loading the registry after a restart: the camera may well be ours. */
+        refuse(w, c, CAMRELAY__STATUS__ERR_RETRY, "relay is starting; try again shortly", 1000);
+        return;
+    }
     if (cam_idx < 0) {
         atomic_fetch_add(&r->counters.tunnels_refused, 1);
         cr_warn("agent %s: refused tunnel for unregistered serial %s", c->addr, serial);
         snprintf(msg, sizeof(msg), "camera %s is not registered on this relay", serial);
-        refuse(w, c, CAMRELAY__STATUS__ERR_UNKNOWN_SERIAL, msg);
+        refuse(w, c, CAMRELAY__STATUS__ERR_UNKNOWN_SERIAL, msg, 0);
         return;
     }
     if (h->ticket.len > 0 && atomic_load(&r->have_ticket_key)) {
@@ -115,7 +122,7 @@ static void on_tunnel_hello(struct rly_worker *w, struct rly_conn *c, Camrelay__
             cr_warn("agent %s: refused tunnel for %s: ticket %s", c->addr, serial,
                     rc == -EKEYEXPIRED ? "expired" : "invalid");
             refuse(w, c, CAMRELAY__STATUS__ERR_AUTH,
-                   rc == -EKEYEXPIRED ? "ticket expired" : "ticket not valid for this relay");
+                   rc == -EKEYEXPIRED ? "ticket expired" : "ticket not valid for this relay", 0);
             return;
         }
     }
@@ -148,7 +155,7 @@ static void on_proof(struct rly_worker *w, struct rly_conn *c, Camrelay__AuthPro
     char msg[200];
 
     if (!cam) {
-        refuse(w, c, CAMRELAY__STATUS__ERR_UNKNOWN_SERIAL, "camera was removed");
+        refuse(w, c, CAMRELAY__STATUS__ERR_UNKNOWN_SERIAL, "camera was removed", 0);
         return;
     }
     t.identity = c->auth_start->identity;
@@ -166,7 +173,7 @@ static void on_proof(struct rly_worker *w, struct rly_conn *c, Camrelay__AuthPro
                  "authentication failed for serial %s: OAK or credentials do not match the "
                  "registration",
                  cam->serial);
-        refuse(w, c, CAMRELAY__STATUS__ERR_AUTH, msg);
+        refuse(w, c, CAMRELAY__STATUS__ERR_AUTH, msg, 0);
         return;
     }
     camrelay__auth_start__free_unpacked(c->auth_start, NULL);
@@ -209,7 +216,7 @@ static void on_data_hello(struct rly_worker *w, struct rly_conn *c, Camrelay__Da
         cr_warn("agent %s: data connection for stream %llu of %s refused: %s", c->addr,
                 (unsigned long long)h->stream_id, h->serial ? h->serial : "?", why);
         refuse(w, c, rc == -EACCES ? CAMRELAY__STATUS__ERR_AUTH : CAMRELAY__STATUS__ERR_BAD_REQUEST,
-               why);
+               why, 0);
     }
 }
 
@@ -221,7 +228,7 @@ static void reject_frame(struct rly_worker *w, struct rly_conn *c, const Camrela
     snprintf(msg, sizeof(msg), "unexpected %s in state %s", cr_frame_body_name(f),
              state_names[c->state]);
     cr_warn("agent %s: %s: closing", c->addr, msg);
-    refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST, msg);
+    refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST, msg, 0);
 }
 
 /* The serial a hello names, or NULL when the hello is malformed. */
@@ -319,7 +326,7 @@ static void read_frames(struct rly_worker *w, struct rly_conn *c)
                         rc == -EMSGSIZE ? "oversized" : "malformed");
                 b->len = 0;
                 refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST,
-                       rc == -EMSGSIZE ? "frame too large" : "malformed frame");
+                       rc == -EMSGSIZE ? "frame too large" : "malformed frame", 0);
                 return;
             }
             memmove(b->mem, b->mem + rc, b->len - (uint32_t)rc); /* consume before handling */

@@ -144,6 +144,11 @@ uint16_t rly_relay_external_port(struct rly_relay *r)
     return cr_sock_port(r->workers[0].conns[r->workers[0].external_listener].fd);
 }
 
+void rly_relay_set_ready(struct rly_relay *r)
+{
+    atomic_store(&r->ready, 1);
+}
+
 void rly_relay_set_ticket_key(struct rly_relay *r, const uint8_t key[32])
 {
     pthread_mutex_lock(&r->lock);

@@ -72,6 +72,11 @@ void rly_relay_set_ticket_key(struct rly_relay *relay, const uint8_t key[32]);
  * old listeners and the new fds are closed). Any thread; returns 0 or -errno. */
 int rly_relay_camera_put(struct rly_relay *relay, struct rly_camera_spec *spec);
 
+/* Declares the camera table complete (every registered camera has been put). Until then a
+ * tunnel for an unknown serial is told to retry shortly rather than that the camera is not
+ * registered: at start-up the registry is still being loaded. Any thread. */
+void rly_relay_set_ready(struct rly_relay *relay);
+
 /* Removes a camera: its tunnel, streams and endpoint listeners are closed. Returns 0 or
  * -ENOENT. Any thread. */
 int rly_relay_camera_del(struct rly_relay *relay, const char *serial);

@@ -72,7 +72,9 @@ static int setup(void **state)
     cr_strlcpy(spec.endpoints[0].service, "rtsp", sizeof(spec.endpoints[0].service));
     spec.endpoints[0].listen_fd = cr_tcp_listen("127.0.0.1:0", 0, 16);
     fx.rtsp_port = cr_sock_port(spec.endpoints[0].listen_fd);
-    return rly_relay_camera_put(fx.relay, &spec);
+    int rc = rly_relay_camera_put(fx.relay, &spec);
+    rly_relay_set_ready(fx.relay);
+    return rc;
 }
 
 static int teardown(void **state)
