@@ -102,7 +102,7 @@ static void on_tunnel_hello(struct rly_worker *w, struct rly_conn *c, Camrelay__
     }
     const char *serial = h->auth->identity;
     int32_t cam_idx = rly__camera_find(w, serial);
-    if (cam_idx < 0 && !atomic_load(&r->ready)) {
+    if (cam_idx < 0 && !atomic_load(&r->cameras_loaded)) {
         /* Still loading the registry after a restart: the camera may well be ours. */
         refuse(w, c, CAMRELAY__STATUS__ERR_RETRY, "relay is starting; try again shortly", 1000);
         return;

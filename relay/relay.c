@@ -146,7 +146,7 @@ uint16_t rly_relay_external_port(struct rly_relay *r)
 
 void rly_relay_set_ready(struct rly_relay *r)
 {
-    atomic_store(&r->ready, 1);
+    atomic_store(&r->cameras_loaded, 1);
 }
 
 void rly_relay_set_ticket_key(struct rly_relay *r, const uint8_t key[32])

@@ -172,7 +172,7 @@ struct rly_relay {
     pthread_mutex_t lock;       /* camera tables' structure and status strings; command queues */
     uint8_t ticket_key[32];
     _Atomic int have_ticket_key;
-    _Atomic int ready; /* rly_relay_set_ready: every registered camera has been put */
+    _Atomic int cameras_loaded; /* rly_relay_set_ready: every registered camera has been put */
     struct rly_counters_atomic {
         _Atomic uint64_t tunnels_accepted, tunnels_refused, handshake_failures,
             data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected,
