@@ -37,7 +37,7 @@ TEST_SRCS := $(wildcard tests/*/test_*.c)
 TEST_SUPPORT := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/support/*.c))
 TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 
-.PHONY: all test unit e2e asan bench clean install deps help
+.PHONY: all test unit e2e asan bench clean install deps help deb image
 .DEFAULT_GOAL := all
 # Keep intermediate objects (test support, generated code) so rebuilds stay incremental.
 .SECONDARY:
@@ -54,6 +54,8 @@ help:
 	@echo "make install    install programs into \$$(PREFIX)/bin (PREFIX=$(PREFIX))"
 	@echo "make clean      remove build outputs"
 	@echo "make deps       install build/test dependencies from Debian (root)"
+	@echo "make deb        Debian package build/camrelay_<version>_amd64.deb (packaging/deb)"
+	@echo "make image      bootable appliance image in build/image (packaging/image; root)"
 	@echo "V=1             show full commands"
 
 $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
@@ -97,7 +99,15 @@ install: $(PROGRAMS)
 deps:
 	scripts/install-deps.sh
 
+deb:
+	$(Q)packaging/deb/build.sh
+
+image:
+	$(Q)packaging/image/build.sh
+
 clean:
 	rm -rf build build-asan
 
--include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)
+# Dependency files sit one or two folders below the build dir (build/relay/x.d,
+# build/tests/relay/x.d); other trees under build/ (the appliance image) are not ours.
+-include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
