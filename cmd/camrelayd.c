@@ -1,0 +1,580 @@
+/* camrelayd: the relay appliance — tunnel server and media relay (relay/) plus its control
+ * plane (registry, management API, dispatcher uplink). */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "common/auth.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "common/tls.h"
+#include "common/util.h"
+#include "control/mgmt.h"
+#include "control/registry.h"
+#include "control/relayd.h"
+#include "control/uplink.h"
+#include "relay/relay.h"
+
+#define EXIT_CONFIG 2
+#define TICKET_KEY_META "ticket_key"
+
+struct relayd_opts {
+    char *name;
+    char *listen_external;
+    char *public_addr;
+    char *internal_host;
+    char *internal_url_host;
+    char *port_range;
+    char *services;
+    char *db;
+    char *cert;
+    char *key;
+    char *ca;
+    char *dispatcher;
+    char *account_password_file;
+    char *mgmt_socket;
+    char *mgmt_listen;
+    char *mgmt_token_file;
+    char *log_level;
+    long keepalive_ms;
+};
+
+#define OPT(n, t, f, d, req, h) {n, t, offsetof(struct relayd_opts, f), d, 0, 0, req, 0, h}
+static const struct cr_opt opts_table[] = {
+    OPT("name", CR_OPT_STR, name, NULL, 1, "this relay's dispatcher account name"),
+    OPT("listen-external", CR_OPT_STR, listen_external, "0.0.0.0:8443", 0,
+        "agents' TLS port"),
+    OPT("public-addr", CR_OPT_STR, public_addr, NULL, 1,
+        "comma-separated host:port agents are told to use"),
+    OPT("internal-host", CR_OPT_STR, internal_host, "0.0.0.0", 0,
+        "address the per-camera endpoint listeners bind"),
+    OPT("internal-url-host", CR_OPT_STR, internal_url_host, NULL, 0,
+        "host put in endpoint URLs (default: internal-host, or this machine's host name when "
+        "that is 0.0.0.0)"),
+    OPT("port-range", CR_OPT_STR, port_range, "20000-29999", 0, "endpoint ports, LO-HI"),
+    OPT("services", CR_OPT_STR, services, "rtsp,http", 0,
+        "services each camera gets an endpoint for"),
+    OPT("db", CR_OPT_STR, db, "/var/lib/camrelay/relay.db", 0, "SQLite registry"),
+    OPT("cert", CR_OPT_STR, cert, NULL, 1,
+        "server certificate for the external and TCP management side"),
+    OPT("key", CR_OPT_STR, key, NULL, 1, "private key of --cert"),
+    OPT("ca", CR_OPT_STR, ca, NULL, 0, "CA that signed the dispatcher's certificate"),
+    OPT("dispatcher", CR_OPT_STR, dispatcher, NULL, 0,
+        "comma-separated dispatcher host:port, tried in order"),
+    OPT("account-password-file", CR_OPT_STR, account_password_file, NULL, 0,
+        "this relay's dispatcher account password"),
+    OPT("mgmt-socket", CR_OPT_STR, mgmt_socket, "/run/camrelay/relay.sock", 0,
+        "management Unix socket (\"\" = none; then --mgmt-listen is needed)"),
+    OPT("mgmt-listen", CR_OPT_STR, mgmt_listen, NULL, 0,
+        "optional TCP+TLS management listener (needs --mgmt-token-file)"),
+    OPT("mgmt-token-file", CR_OPT_STR, mgmt_token_file, NULL, 0,
+        "token every TCP management request must carry"),
+    OPT("log-level", CR_OPT_STR, log_level, "info", 0, "error, warn, info or debug"),
+    {"keepalive-ms", CR_OPT_INT, offsetof(struct relayd_opts, keepalive_ms), "5000", 100, 600000,
+     0, 0, "tunnel ping interval"},
+    CR_OPT_END,
+};
+
+/* Everything start-up builds, torn down in reverse by shutdown_all(). */
+struct relayd {
+    struct relayd_opts o;
+    char *services[CTL_MAX_SERVICES];
+    unsigned n_services;
+    uint16_t port_lo, port_hi;
+    char url_host[256];
+    char password[512];
+    char token[512];
+    uint8_t ticket_key[32];
+    SSL_CTX *server_tls, *client_tls;
+    struct ctl_registry *reg;
+    struct ctl_relayd *ctl;
+    struct rly_relay *relay;
+    struct ctl_uplink *uplink;
+    struct ctl_mgmt *mgmt;
+};
+
+static int config_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int config_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "camrelayd: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return -EINVAL;
+}
+
+static int name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+static int valid_name(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!name_char(s[i]))
+            return 0;
+    return 1;
+}
+
+/* "host:port" or "[v6]:port" with a port 1..65535; the host is not resolved (public names
+ * need not resolve here). any_host: ":port" (all addresses) is fine too. */
+static int host_port_ok(const char *s, int any_host)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':' || end == s + 1)
+            return 0;
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || (colon == s && !any_host))
+            return 0;
+    }
+    char *endp;
+    long port = strtol(colon + 1, &endp, 10);
+    return colon[1] && !*endp && port >= 1 && port <= 65535;
+}
+
+/* Checks every item of a comma-separated host:port list. */
+static int check_addr_list(const char *flag, const char *list)
+{
+    char *copy = cr_xstrdup(list), *save = NULL;
+    int n = 0, rc = 0;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        if (!*t)
+            continue;
+        if (!host_port_ok(t, 0)) {
+            rc = config_error("--%s: \"%s\" is not host:port", flag, t);
+            break;
+        }
+        n++;
+    }
+    free(copy);
+    if (rc == 0 && n == 0)
+        rc = config_error("--%s: no address given", flag);
+    return rc;
+}
+
+static int read_secret_file(const char *flag, const char *path, char *buf, size_t cap)
+{
+    int n = cr_read_small_file(path, buf, cap);
+    if (n == -EFBIG)
+        return config_error("--%s %s: file is larger than %zu bytes", flag, path, cap - 1);
+    if (n < 0)
+        return config_error("--%s: cannot read %s: %s", flag, path, strerror(-n));
+    if (n == 0)
+        return config_error("--%s %s: file is empty", flag, path);
+    if (strlen(buf) != (size_t)n)
+        return config_error("--%s %s: file contains a NUL byte", flag, path);
+    return 0;
+}
+
+static int readable(const char *flag, const char *path)
+{
+    if (access(path, R_OK) < 0)
+        return config_error("--%s: cannot read %s: %s", flag, path, strerror(errno));
+    return 0;
+}
+
+/* mkdir -p for the directory part of path. */
+static int make_parent_dir(const char *path, mode_t mode)
+{
+    char dir[1024];
+    if (cr_strlcpy(dir, path, sizeof(dir)) < 0)
+        return -ENAMETOOLONG;
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, mode) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(dir, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static int parse_port_range(struct relayd *r)
+{
+    const char *s = r->o.port_range;
+    char *end;
+    errno = 0;
+    long lo = strtol(s, &end, 10);
+    if (end == s || *end != '-' || errno)
+        goto bad;
+    const char *h = end + 1;
+    long hi = strtol(h, &end, 10);
+    if (end == h || *end || errno)
+        goto bad;
+    if (lo < 1 || hi > 65535 || lo > hi)
+        goto bad;
+    r->port_lo = (uint16_t)lo;
+    r->port_hi = (uint16_t)hi;
+    if ((unsigned)(hi - lo + 1) < r->n_services)
+        return config_error("--port-range %s holds fewer ports than one camera needs (%u)", s,
+                            r->n_services);
+    return 0;
+bad:
+    return config_error("--port-range must be LO-HI with 1 <= LO <= HI <= 65535 (got \"%s\")", s);
+}
+
+static int parse_services(struct relayd *r)
+{
+    char *copy = cr_xstrdup(r->o.services), *save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        if (!*t)
+            continue;
+        if (!valid_name(t, 15)) {
+            rc = config_error("--services: \"%s\" is not a service name (1 to 15 characters of "
+                              "A-Z a-z 0-9 . _ : -)",
+                              t);
+            break;
+        }
+        for (unsigned i = 0; i < r->n_services; i++) {
+            if (strcmp(r->services[i], t) == 0) {
+                rc = config_error("--services: \"%s\" is listed twice", t);
+                goto out;
+            }
+        }
+        if (r->n_services == CTL_MAX_SERVICES) {
+            rc = config_error("--services: at most %d services", CTL_MAX_SERVICES);
+            break;
+        }
+        r->services[r->n_services++] = cr_xstrdup(t);
+    }
+    if (rc == 0 && r->n_services == 0)
+        rc = config_error("--services: no service given");
+out:
+    free(copy);
+    return rc;
+}
+
+static void pick_url_host(struct relayd *r)
+{
+    const char *h = r->o.internal_url_host;
+    if (!h || !*h) {
+        h = r->o.internal_host;
+        if (strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0 || strcmp(h, "*") == 0 || !*h) {
+            if (gethostname(r->url_host, sizeof(r->url_host)) == 0 && r->url_host[0]) {
+                r->url_host[sizeof(r->url_host) - 1] = '\0';
+                return;
+            }
+            h = "localhost";
+        }
+    }
+    cr_strlcpy(r->url_host, h, sizeof(r->url_host));
+}
+
+/* Validates the flags and reads the files they name. Returns 0 or -EINVAL (message printed). */
+static int check_config(struct relayd *r)
+{
+    struct relayd_opts *o = &r->o;
+    char err[512];
+
+    if (cr_log_set_level_name(o->log_level) < 0)
+        return config_error("--log-level must be error, warn, info or debug (got \"%s\")",
+                            o->log_level);
+    if (!valid_name(o->name, 63))
+        return config_error("--name must be 1 to 63 characters of A-Z a-z 0-9 . _ : - (got \"%s\")",
+                            o->name);
+    if (check_addr_list("public-addr", o->public_addr) < 0)
+        return -EINVAL;
+    if (!host_port_ok(o->listen_external, 1))
+        return config_error("--listen-external must be host:port (got \"%s\")",
+                            o->listen_external);
+    if (!*o->internal_host || strlen(o->internal_host) > 100 || strchr(o->internal_host, '/'))
+        return config_error("--internal-host must be an IP address (got \"%s\")", o->internal_host);
+    if (o->internal_url_host && strlen(o->internal_url_host) > 200)
+        return config_error("--internal-url-host is too long");
+    if (parse_services(r) < 0 || parse_port_range(r) < 0)
+        return -EINVAL;
+    if (!*o->db)
+        return config_error("--db must name a file");
+    if (readable("cert", o->cert) < 0 || readable("key", o->key) < 0)
+        return -EINVAL;
+    r->server_tls = cr_tls_server_ctx(o->cert, o->key, err, sizeof(err));
+    if (!r->server_tls)
+        return config_error("%s", err);
+
+    if (o->dispatcher) {
+        if (check_addr_list("dispatcher", o->dispatcher) < 0)
+            return -EINVAL;
+        if (!o->ca)
+            return config_error("--dispatcher needs --ca (the CA that signed the dispatcher's "
+                                "certificate)");
+        if (!o->account_password_file)
+            return config_error("--dispatcher needs --account-password-file");
+        if (readable("ca", o->ca) < 0)
+            return -EINVAL;
+        r->client_tls = cr_tls_client_ctx(o->ca, err, sizeof(err));
+        if (!r->client_tls)
+            return config_error("%s", err);
+        if (read_secret_file("account-password-file", o->account_password_file, r->password,
+                             sizeof(r->password)) < 0)
+            return -EINVAL;
+    }
+    if (o->mgmt_listen) {
+        if (!host_port_ok(o->mgmt_listen, 1))
+            return config_error("--mgmt-listen must be host:port (got \"%s\")", o->mgmt_listen);
+        if (!o->mgmt_token_file)
+            return config_error("--mgmt-listen needs --mgmt-token-file");
+        if (read_secret_file("mgmt-token-file", o->mgmt_token_file, r->token,
+                             sizeof(r->token)) < 0)
+            return -EINVAL;
+        if (strlen(r->token) < 16)
+            fprintf(stderr, "camrelayd: warning: the management token in %s is shorter than 16 "
+                            "characters\n",
+                    o->mgmt_token_file);
+    }
+    if (!*o->mgmt_socket && !o->mgmt_listen)
+        return config_error("no management listener: --mgmt-socket is empty and there is no "
+                            "--mgmt-listen");
+    pick_url_host(r);
+    return 0;
+}
+
+/* Reads the relay's ticket key from the registry, creating it on first start. */
+static int ticket_key(struct relayd *r)
+{
+    size_t len = 0;
+    int rc = ctl_registry_meta_get(r->reg, TICKET_KEY_META, r->ticket_key, sizeof(r->ticket_key),
+                                   &len);
+    if (rc == 0 && len == sizeof(r->ticket_key))
+        return 0;
+    if (rc == 0 || rc == -ERANGE) {
+        cr_err("registry %s: the stored ticket key is %zu bytes, not 32", r->o.db, len);
+        return -EIO;
+    }
+    if (rc != -ENOENT) {
+        cr_err("registry %s: cannot read the ticket key: %s", r->o.db, strerror(-rc));
+        return rc;
+    }
+    cr_random_bytes(r->ticket_key, sizeof(r->ticket_key));
+    rc = ctl_registry_meta_set(r->reg, TICKET_KEY_META, r->ticket_key, sizeof(r->ticket_key));
+    if (rc < 0) {
+        cr_err("registry %s: cannot store a new ticket key: %s", r->o.db, strerror(-rc));
+        return rc;
+    }
+    cr_info("created this relay's ticket key");
+    return 0;
+}
+
+static void shutdown_all(struct relayd *r)
+{
+    ctl_mgmt_stop(r->mgmt); /* no new operations from here on */
+    ctl_uplink_stop(r->uplink);
+    if (r->relay)
+        rly_relay_stop(r->relay);
+    if (r->ctl) {
+        ctl_relayd_drain_events(r->ctl); /* offline events from the stop */
+        ctl_relayd_free(r->ctl);
+    }
+    ctl_registry_close(r->reg);
+    SSL_CTX_free(r->client_tls);
+    SSL_CTX_free(r->server_tls);
+    cr_wipe(r->password, sizeof(r->password));
+    cr_wipe(r->token, sizeof(r->token));
+    cr_wipe(r->ticket_key, sizeof(r->ticket_key));
+    for (unsigned i = 0; i < r->n_services; i++)
+        free(r->services[i]);
+    cr_config_free(opts_table, &r->o);
+}
+
+/* Waits for SIGINT/SIGTERM, persisting data-path events meanwhile. */
+static void main_loop(struct relayd *r, int sig_fd)
+{
+    struct pollfd p[2] = {{.fd = sig_fd, .events = POLLIN},
+                          {.fd = ctl_relayd_event_fd(r->ctl), .events = POLLIN}};
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            cr_err("poll failed: %s", strerror(errno));
+            return;
+        }
+        if (p[1].revents)
+            ctl_relayd_drain_events(r->ctl);
+        if (p[0].revents) {
+            struct signalfd_siginfo si;
+            if (read(sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+                continue;
+            if (si.ssi_signo == SIGHUP) {
+                cr_warn("SIGHUP: reloading is not supported; restart camrelayd to apply changes");
+                continue;
+            }
+            cr_info("%s: shutting down", strsignal((int)si.ssi_signo));
+            return;
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct relayd r;
+    char err[512];
+    sigset_t sigs;
+    int rc, sig_fd, status = 0;
+
+    memset(&r, 0, sizeof(r));
+    cr_log_set_tag("relay");
+    rc = cr_config_load(opts_table, &r.o, argc, argv,
+                        "--name NAME --public-addr LIST --cert FILE --key FILE [options]", NULL);
+    if (rc == 1) {
+        cr_config_free(opts_table, &r.o);
+        return 0;
+    }
+    if (rc < 0 || check_config(&r) < 0) {
+        shutdown_all(&r);
+        return EXIT_CONFIG;
+    }
+
+    /* Signals: the main thread takes them through a signalfd; every thread started below
+     * inherits the blocked mask, so none is interrupted. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    if (sig_fd < 0) {
+        cr_err("signalfd: %s", strerror(errno));
+        shutdown_all(&r);
+        return 1;
+    }
+
+    rc = make_parent_dir(r.o.db, 0750);
+    if (rc == 0)
+        rc = ctl_registry_open(r.o.db, &r.reg);
+    if (rc < 0) {
+        fprintf(stderr, "camrelayd: cannot open the registry %s: %s\n", r.o.db, strerror(-rc));
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    if (ticket_key(&r) < 0) {
+        status = 1;
+        goto out;
+    }
+
+    struct ctl_relayd_config cc = {
+        .name = r.o.name,
+        .internal_host = r.o.internal_host,
+        .url_host = r.url_host,
+        .services = (const char *const *)r.services,
+        .n_services = r.n_services,
+        .port_lo = r.port_lo,
+        .port_hi = r.port_hi,
+        .iterations = CR_AUTH_ITERATIONS_DEFAULT,
+    };
+    rc = ctl_relayd_new(&cc, r.reg, &r.ctl);
+    if (rc < 0) {
+        cr_err("cannot set up the control plane: %s", strerror(-rc));
+        status = 1;
+        goto out;
+    }
+
+    struct rly_config rc_cfg = {
+        .relay_name = r.o.name,
+        .listen_external = r.o.listen_external,
+        .tls = r.server_tls,
+        .keepalive_ms = (uint32_t)r.o.keepalive_ms,
+        .max_conns = 0, /* the data path's default pool size per worker */
+        .workers = 0,   /* one per core */
+        .on_event = ctl_relayd_on_event,
+        .event_ctx = r.ctl,
+    };
+    rc = rly_relay_start(&rc_cfg, &r.relay);
+    if (rc < 0) {
+        cr_err("cannot start the data path on %s: %s", r.o.listen_external, strerror(-rc));
+        r.relay = NULL;
+        status = 1;
+        goto out;
+    }
+    rly_relay_set_ticket_key(r.relay, r.ticket_key);
+    ctl_relayd_set_relay(r.ctl, r.relay);
+    rc = ctl_relayd_load_cameras(r.ctl);
+    if (rc < 0) {
+        status = 1;
+        goto out;
+    }
+
+    if (r.o.dispatcher) {
+        struct ctl_uplink_config uc = {
+            .name = r.o.name,
+            .public_addrs = r.o.public_addr,
+            .dispatchers = r.o.dispatcher,
+            .tls = r.client_tls,
+            .password = r.password,
+            .ticket_key = r.ticket_key,
+            .keepalive_ms = (uint32_t)r.o.keepalive_ms,
+        };
+        rc = ctl_uplink_start(&uc, r.reg, &r.uplink);
+        if (rc < 0) {
+            cr_err("cannot start the dispatcher uplink: %s", strerror(-rc));
+            status = 1;
+            goto out;
+        }
+        cr_wipe(r.password, sizeof(r.password)); /* the uplink holds its own copy */
+        ctl_relayd_set_uplink(r.ctl, r.uplink);
+    } else {
+        cr_warn("no --dispatcher: registrations stay on this relay and agents must be given "
+                "its address directly");
+    }
+
+    struct ctl_mgmt_config mc = {
+        .unix_path = *r.o.mgmt_socket ? r.o.mgmt_socket : NULL,
+        .tcp_listen = r.o.mgmt_listen,
+        .tls = r.server_tls,
+        .token = r.o.mgmt_listen ? r.token : NULL,
+        .handler = ctl_relayd_handle,
+        .handler_ctx = r.ctl,
+    };
+    rc = ctl_mgmt_start(&mc, &r.mgmt, err, sizeof(err));
+    if (rc < 0) {
+        cr_err("%s", err);
+        status = 1;
+        goto out;
+    }
+    cr_wipe(r.token, sizeof(r.token));
+
+    cr_info("relay %s up: agents on %s (public %s), endpoints on %s ports %u-%u, URLs use %s",
+            r.o.name, r.o.listen_external, r.o.public_addr, r.o.internal_host, r.port_lo,
+            r.port_hi, r.url_host);
+    main_loop(&r, sig_fd);
+
+out:
+    shutdown_all(&r);
+    close(sig_fd);
+    if (status == 0)
+        cr_info("stopped");
+    return status;
+}
