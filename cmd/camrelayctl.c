@@ -11,6 +11,7 @@
 #include "control/ctl_client.h"
 #include "control/ctl_print.h"
 #include "control/pki.h"
+#include "control/sizing.h"
 
 #define EXIT_REFUSED 1
 #define EXIT_USAGE 2
@@ -82,6 +83,8 @@ static const char usage_text[] =
     "                                                 --dispatcher-socket)\n"
     "  camera attach SERIAL --recorder NAME           (relay; --recorder \"\" detaches)\n"
     "  camera remove SERIAL                           (relay)\n"
+    "  size ...                                       bandwidth and appliance sizing\n"
+    "                                                 (camrelayctl size --help)\n"
     "\n"
     "defaults: --relay-socket /run/camrelay/relay.sock, --dispatcher-socket "
     "/run/camrelay/dispatch.sock\n"
@@ -455,6 +458,16 @@ int main(int argc, char **argv)
 
     memset(&a, 0, sizeof(a));
     signal(SIGPIPE, SIG_IGN);
+    /* `size` has its own flags and needs no daemon: hand it the rest of the line, keeping
+     * a global --json given before it. */
+    int json_first = argc > 2 && strcmp(argv[1], "--json") == 0;
+    if (argc > 1 + json_first && strcmp(argv[1 + json_first], "size") == 0) {
+        if (!json_first)
+            return ctl_size_main(argc - 1, argv + 1);
+        argv[1] = "size";
+        argv[2] = "--json";
+        return ctl_size_main(argc - 1, argv + 1);
+    }
     rc = parse_args(argc, argv, &a);
     if (rc == 1) {
         fputs(usage_text, stdout);

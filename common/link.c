@@ -216,6 +216,7 @@ int cr_link_read(struct cr_link *l, int wait_ms, Camrelay__Frame **out)
         rc = -EPROTO;
     if (rc == 0)
         rc = cr_frame_unpack_body(buf, (size_t)body, out) < 0 ? -EBADMSG : 0;
+    cr_wipe(buf, (size_t)body); /* management frames carry plaintext OAKs and passwords */
     if (buf != small)
         free(buf);
     return rc;

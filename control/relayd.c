@@ -553,13 +553,8 @@ static void op_remove(struct ctl_relayd *d, const Camrelay__CameraSelect *sel,
         goto out_unlock;
     }
     if (d->relay) {
-        rc = rly_relay_camera_del(d->relay, sel->serial);
-        /* -ENOENT for a registered camera: its put is still queued for the worker. */
-        for (int t = 0; rc == -ENOENT && t < DATA_PATH_RETRIES; t++) {
-            usleep(DATA_PATH_RETRY_US);
-            rc = rly_relay_camera_del(d->relay, sel->serial);
-        }
-        if (rc < 0 && rc != -ENOENT)
+        rc = rly_relay_camera_del(d->relay, sel->serial); /* ordered after any pending put */
+        if (rc < 0)
             cr_warn("camera remove %s: data path: %s", sel->serial, strerror(-rc));
     }
     rc = ctl_registry_camera_remove(d->reg, sel->serial);

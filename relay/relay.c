@@ -186,11 +186,10 @@ static struct rly_camera *find_locked(struct rly_relay *r, const char *serial)
 
 int rly_relay_camera_del(struct rly_relay *r, const char *serial)
 {
-    pthread_mutex_lock(&r->lock);
-    int found = find_locked(r, serial) != NULL;
-    pthread_mutex_unlock(&r->lock);
-    if (!found)
-        return -ENOENT;
+    /* Queued unconditionally: each worker applies its commands in order, so a delete right
+     * after a put (not yet applied) still removes the camera. */
+    if (!serial || !*serial)
+        return -EINVAL;
     struct rly_cmd *cmd = cr_xcalloc(1, sizeof(*cmd));
     cmd->kind = RLY_CMD_CAMERA_DEL;
     cr_strlcpy(cmd->spec.serial, serial, sizeof(cmd->spec.serial));

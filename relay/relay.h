@@ -77,8 +77,8 @@ int rly_relay_camera_put(struct rly_relay *relay, struct rly_camera_spec *spec);
  * registered: at start-up the registry is still being loaded. Any thread. */
 void rly_relay_set_ready(struct rly_relay *relay);
 
-/* Removes a camera: its tunnel, streams and endpoint listeners are closed. Returns 0 or
- * -ENOENT. Any thread. */
+/* Removes a camera: its tunnel, streams and endpoint listeners are closed (asynchronously,
+ * in order after any earlier put). Returns 0 or -EINVAL. Any thread. */
 int rly_relay_camera_del(struct rly_relay *relay, const char *serial);
 
 /* Copies a camera's live status. Returns 0 or -ENOENT. Any thread. */

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# The one-click connection end to end, through real NAT: a camera agent (simulator) in a site
+# namespace behind a masquerading router that drops every connection into the site; the
+# dispatcher and the relay in central. Registration with the camera offline and with the
+# camera already waiting at the dispatcher, red -> yellow -> green, a 10 s recording with
+# ffmpeg through the relay counted by ffprobe, the camera's web page through the relay,
+# refusals, and a relay restart after which the registration and the camera are back.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+require_root
+require_cmd ffmpeg ffprobe curl ip nft
+netns_setup
+
+T=$E2E_TMP
+C=$CENTRAL_IP
+FPS=8
+DISPATCH=$C:7443
+EXTERNAL=$C:8443
+MGMT_TCP=$C:9443
+
+ctl() { "$BIN/camrelayctl" --relay-socket "$T/relay.sock" "$@"; }
+# field SERIAL KEY: one field of the camera's JSON record ("" if absent).
+field() {
+    ctl --json camera list "$1" | "$PYTHON" -c '
+import json, sys
+cams = json.load(sys.stdin)
+v = cams[0].get(sys.argv[1], "") if cams else ""
+print(str(v).lower() if isinstance(v, bool) else v)' "$2"
+}
+endpoint() { # SERIAL SERVICE -> URL
+    ctl --json camera list "$1" | "$PYTHON" -c '
+import json, sys
+print([e["url"] for e in json.load(sys.stdin)[0]["endpoints"] if e["service"] == sys.argv[1]][0])' "$2"
+}
+wait_state() { # SERIAL STATE TIMEOUT
+    local deadline=$((SECONDS + $3)) s=""
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        s=$(field "$1" state 2>/dev/null || true)
+        [ "$s" = "$2" ] && return 0
+        sleep 0.2
+    done
+    fail "$1: state is '$s', expected '$2' within $3 s"
+}
+start_relay() {
+    ns_spawn "$NS_CENTRAL" "$T/relay.log.$1" "$BIN/camrelayd" --name relay1 \
+        --listen-external "$EXTERNAL" --public-addr "$EXTERNAL" --internal-host "$C" \
+        --port-range 20000-20099 --db "$T/relay.db" --cert "$T/pki/relay.pem" \
+        --key "$T/pki/relay.key" --ca "$T/pki/ca.pem" --dispatcher "$DISPATCH" \
+        --account-password-file "$T/relay1.password" --mgmt-socket "$T/relay.sock" \
+        --mgmt-listen "$MGMT_TCP" --mgmt-token-file "$T/mgmt.token" --keepalive-ms 1000 \
+        --log-level info
+    RELAY_PID=$SPAWNED_PID
+    wait_for_port "$NS_CENTRAL" "$C" 8443 10 || { show_log "$T/relay.log.$1"; fail "relay did not start"; }
+}
+# record SERIAL SECONDS FILE: ffmpeg in central pulls the camera's RTSP endpoint.
+record() {
+    local url
+    url=$(endpoint "$1" rtsp)
+    ns_run "$NS_CENTRAL" timeout 60 ffmpeg -nostdin -v error -y -rtsp_transport tcp -i "$url" \
+        -t "$2" -c copy "$3" || fail "ffmpeg could not record $url"
+}
+frames() {
+    ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames \
+        -of default=nw=1:nk=1 "$1"
+}
+
+# ---------------------------------------------------------------------- the network shape
+"$PYTHON" -m http.server --help >/dev/null
+ns_spawn "$NS_SITE" "$T/site-listener.log" "$PYTHON" -m http.server --bind "$SITE_IP" 8000
+wait_for_port "$NS_SITE" "$SITE_IP" 8000 10 || fail "site listener did not start"
+if tcp_probe "$NS_CENTRAL" "$SITE_IP" 8000 3 || tcp_probe "$NS_CENTRAL" "$ROUTER_WAN_IP" 8000 3; then
+    fail "central could open a connection into the site"
+fi
+pass "central cannot open a connection into the site"
+
+# ---------------------------------------------------------------------- central services
+ffmpeg -v error -y -f lavfi -i "testsrc2=size=640x360:rate=$FPS" -t 10 -c:v libx264 \
+    -preset veryfast -b:v 500k -maxrate 500k -bufsize 1000k -g 16 -bf 0 -pix_fmt yuv420p \
+    "$T/clip.mp4"
+"$BIN/camrelayctl" pki init --dir "$T/pki" --dispatcher-host "$C" --relay-host "$C" >/dev/null
+head -c 24 /dev/urandom | base64 >"$T/relay1.password"
+head -c 24 /dev/urandom | base64 >"$T/mgmt.token"
+
+ns_spawn "$NS_CENTRAL" "$T/dispatch.log" "$BIN/camrelay-dispatch" --listen "$DISPATCH" \
+    --cert "$T/pki/dispatch.pem" --key "$T/pki/dispatch.key" --db "$T/dispatch.db" \
+    --mgmt-socket "$T/dispatch.sock" --hold-ms 20000
+wait_for_port "$NS_CENTRAL" "$C" 7443 10 || { show_log "$T/dispatch.log"; fail "dispatcher did not start"; }
+"$BIN/camrelayctl" --dispatcher-socket "$T/dispatch.sock" account add relay1 \
+    --password-file "$T/relay1.password" >/dev/null
+start_relay 1
+wait_for_log "$T/relay.log.1" "dispatcher" 10 || true
+pass "dispatcher and relay up in central"
+
+cat >"$T/agent.secrets" <<EOF
+oak=OAK-AAAA-1111
+user=admin
+password=cam-secret-1
+EOF
+chmod 600 "$T/agent.secrets"
+agent() { # NAME SERIAL-PREFIX SECRETS [extra flags]
+    local name=$1 serial=$2 secrets=$3; shift 3
+    ns_spawn "$NS_SITE" "$T/agent-$name.log" "$BIN/camrelay-agent" --serial "$serial" \
+        --secrets-file "$secrets" --dispatcher "$DISPATCH" --ca "$T/pki/ca.pem" \
+        --state-dir "$T/agent-$name" --simulate 1 --sim-clip "$T/clip.mp4" --connect "$@"
+}
+
+# ---------------------------------------------------------- scenario A/B: camera offline
+ctl camera register CAMA-0001 --oak OAK-AAAA-1111 --user admin --password cam-secret-1 >/dev/null
+[ "$(field CAMA-0001 state)" = red ] || fail "a registered, unconnected camera must be red"
+[ "$(field CAMA-0001 online)" = false ] || fail "CAMA-0001 must be offline"
+pass "CAMA-0001 registered while offline: red"
+
+if ctl camera register CAMA-0001 --oak X --user admin --password y 2>"$T/dup.err"; then
+    fail "a duplicate registration was accepted"
+fi
+grep -qi "already registered" "$T/dup.err" || fail "duplicate registration: unclear error: $(cat "$T/dup.err")"
+pass "duplicate registration refused: $(head -n1 "$T/dup.err")"
+
+agent a CAMA "$T/agent.secrets"
+AGENT_A=$SPAWNED_PID
+wait_for_log "$T/agent-a.log" "tunnel up serial=CAMA-0001" 30 || { show_log "$T/agent-a.log"; fail "CAMA-0001 never came up"; }
+wait_state CAMA-0001 yellow 10
+site=$(field CAMA-0001 site_addr)
+case "$site" in "$ROUTER_WAN_IP":*) ;; *) fail "site address should be the router's public address, got $site" ;; esac
+pass "CAMA-0001 phoned home through NAT: yellow, seen from $site"
+
+ctl camera attach CAMA-0001 --recorder rec1 >/dev/null
+wait_state CAMA-0001 green 5
+pass "CAMA-0001 attached to recorder rec1: green"
+
+# ------------------------------------------------- scenario C/D: camera waits at dispatcher
+agent b CAMB "$T/agent.secrets"
+wait_for_log "$T/agent-b.log" "waiting at dispatcher serial=CAMB-0001" 20 ||
+    { show_log "$T/agent-b.log"; fail "CAMB-0001 was not held at the dispatcher"; }
+t0=$SECONDS
+ctl camera register CAMB-0001 --oak OAK-AAAA-1111 --user admin --password cam-secret-1 >/dev/null
+wait_for_log "$T/agent-b.log" "tunnel up serial=CAMB-0001" 15 || { show_log "$T/agent-b.log"; fail "CAMB-0001 did not complete after registration"; }
+wait_state CAMB-0001 yellow 5
+pass "CAMB-0001 waited at the dispatcher and came up $((SECONDS - t0)) s after its registration"
+
+# ------------------------------------------------------------- recording through the relay
+record CAMA-0001 10 "$T/rec1.mp4"
+n=$(frames "$T/rec1.mp4")
+expected=$((10 * FPS))
+[ "$n" -ge $((expected - 1)) ] && [ "$n" -le $((expected + 1)) ] ||
+    fail "recorded $n frames in 10 s at $FPS fps, expected $expected"
+errors=$(ffmpeg -nostdin -v error -i "$T/rec1.mp4" -f null - 2>&1 | wc -l)
+[ "$errors" -eq 0 ] || fail "the recording does not decode cleanly ($errors error lines)"
+wait_for_log "$T/agent-a.log" "session ended serial=CAMA-0001" 10 || true
+sent=$(grep -o "session ended serial=CAMA-0001 frames_sent=[0-9]*" "$T/agent-a.log" | tail -n1 | sed 's/.*=//')
+[ -n "$sent" ] && [ "$sent" -ge "$n" ] || fail "simulator reports ${sent:-no} frames sent, recording has $n"
+dims=$(ffprobe -v error -select_streams v:0 -show_entries stream=width,height -of csv=p=0 "$T/rec1.mp4")
+[ "$dims" = "640,360" ] || fail "recording is $dims, the clip is 640x360"
+# Byte-exact: every inter frame recorded through the relay is the clip's frame at that
+# position (the simulator starts at the clip's first frame and loops). Keyframes differ by
+# design: the simulator sends SPS/PPS in-band before each of them.
+packet_hashes() {
+    ffprobe -v error -select_streams v -show_entries packet=flags,data_hash -show_data_hash md5 \
+        -of csv=p=0 "$1"
+}
+packet_hashes "$T/clip.mp4" >"$T/clip.hashes"
+packet_hashes "$T/rec1.mp4" >"$T/rec1.hashes"
+same=$("$PYTHON" - "$T/clip.hashes" "$T/rec1.hashes" <<'PY'
+import sys
+clip = [l.strip().split(",") for l in open(sys.argv[1]) if l.strip()]
+rec = [l.strip().split(",") for l in open(sys.argv[2]) if l.strip()]
+inter = 0
+for i, (flags, h) in enumerate(rec):
+    if "K" in flags:
+        continue
+    want = clip[i % len(clip)][1]
+    if h != want:
+        sys.exit(f"frame {i}: {h} is not the clip's frame {i % len(clip)} ({want})")
+    inter += 1
+print(inter)
+PY
+) || fail "recorded frames differ from the clip's: $same"
+pass "10 s recorded through the relay: $n frames (expected $expected, simulator sent $sent), decodes cleanly, $same inter frames byte-identical to the clip"
+
+page=$(ns_run "$NS_CENTRAL" curl -s --max-time 5 "$(endpoint CAMA-0001 http)")
+echo "$page" | grep -q "camrelay simulated camera CAMA-0001" || fail "camera web page not served through the relay: $page"
+pass "camera web page served through the relay's http endpoint"
+
+bytes=$(field CAMA-0001 bytes_relayed)
+[ "$bytes" -gt 500000 ] || fail "bytes relayed for CAMA-0001 is $bytes"
+pass "camera list counts $bytes bytes relayed for CAMA-0001"
+
+# ----------------------------------------------------------------------------- refusals
+cat >"$T/wrong-oak.secrets" <<EOF
+oak=OAK-AAAA-9999
+user=admin
+password=cam-secret-1
+EOF
+cat >"$T/wrong-pass.secrets" <<EOF
+oak=OAK-AAAA-1111
+user=admin
+password=not-the-password
+EOF
+agent wrongoak CAMA "$T/wrong-oak.secrets" --state-dir "$T/agent-wrongoak"
+WRONG1=$SPAWNED_PID
+agent wrongpass CAMA "$T/wrong-pass.secrets" --state-dir "$T/agent-wrongpass"
+WRONG2=$SPAWNED_PID
+wait_for_log "$T/agent-wrongoak.log" "authentication failed" 20 || { show_log "$T/agent-wrongoak.log"; fail "wrong OAK not refused clearly"; }
+wait_for_log "$T/agent-wrongpass.log" "authentication failed" 20 || { show_log "$T/agent-wrongpass.log"; fail "wrong password not refused clearly"; }
+grep -q "tunnel up" "$T/agent-wrongoak.log" "$T/agent-wrongpass.log" && fail "an agent with a wrong secret got a tunnel"
+stop_pid "$WRONG1"
+stop_pid "$WRONG2"
+[ "$(field CAMA-0001 state)" = green ] || fail "the real CAMA-0001 lost its tunnel to an impostor"
+pass "wrong OAK and wrong password refused ('authentication failed'); the real camera stays green"
+
+if ns_run "$NS_CENTRAL" "$BIN/camrelayctl" --relay "$MGMT_TCP" --ca "$T/pki/ca.pem" --token-file /dev/null camera list \
+    >/dev/null 2>"$T/notoken.err"; then
+    fail "management call without the token was accepted"
+fi
+echo "wrong-token" >"$T/wrong.token"
+if ns_run "$NS_CENTRAL" "$BIN/camrelayctl" --relay "$MGMT_TCP" --ca "$T/pki/ca.pem" --token-file "$T/wrong.token" \
+    camera list >/dev/null 2>>"$T/notoken.err"; then
+    fail "management call with a wrong token was accepted"
+fi
+grep -qi "token" "$T/notoken.err" || fail "refused management call: unclear error: $(cat "$T/notoken.err")"
+ns_run "$NS_CENTRAL" "$BIN/camrelayctl" --relay "$MGMT_TCP" --ca "$T/pki/ca.pem" \
+    --token-file "$T/mgmt.token" camera list >/dev/null || fail "management call with the token failed"
+pass "TCP management refused without/with a wrong token, accepted with it"
+
+# An oversized frame on the external port: the link is closed, the relay keeps serving.
+ns_run "$NS_CENTRAL" "$PYTHON" - "$C" 8443 "$T/pki/ca.pem" <<'EOF' || fail "oversized frame was not refused"
+import socket, ssl, struct, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as raw:
+    with ctx.wrap_socket(raw, server_hostname=sys.argv[1]) as s:
+        s.sendall(struct.pack(">I", 1 << 20) + b"x" * 1000)
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        sys.exit(0 if b"too large" in data else 1)
+EOF
+grep -q "oversized frame" "$T/relay.log.1" || fail "relay did not log the oversized frame"
+[ "$(field CAMA-0001 state)" = green ] || fail "relay stopped serving CAMA-0001 after the oversized frame"
+pass "oversized frame refused ('frame too large') and logged; the relay keeps serving"
+
+# -------------------------------------------------------------------------- relay restart
+ports_before=$(ctl --json camera list CAMA-0001 | "$PYTHON" -c 'import json,sys; print(sorted(e["port"] for e in json.load(sys.stdin)[0]["endpoints"]))')
+stop_pid "$RELAY_PID" 10
+start_relay 2
+t0=$SECONDS
+wait_state CAMA-0001 green 20
+ports_after=$(ctl --json camera list CAMA-0001 | "$PYTHON" -c 'import json,sys; print(sorted(e["port"] for e in json.load(sys.stdin)[0]["endpoints"]))')
+[ "$ports_before" = "$ports_after" ] || fail "endpoint ports changed across the restart: $ports_before -> $ports_after"
+wait_state CAMB-0001 yellow 20
+pass "relay restarted: registrations kept (ports $ports_after), cameras back in $((SECONDS - t0)) s"
+
+record CAMA-0001 4 "$T/rec2.mp4"
+n=$(frames "$T/rec2.mp4")
+[ "$n" -ge $((4 * FPS - 1)) ] || fail "after the restart the recording has $n frames"
+pass "recording after the restart: $n frames in 4 s"
+
+stop_pid "$AGENT_A"
+wait_state CAMA-0001 red 10
+pass "agent stopped: CAMA-0001 red again (offline, still attached)"
