@@ -210,7 +210,7 @@ int rly_relay_camera_status(struct rly_relay *r, const char *serial,
         out->last_seen_unix = cam->last_seen_unix;
         out->bytes_relayed = atomic_load_explicit(&cam->bytes_relayed, memory_order_relaxed);
         out->open_streams = atomic_load_explicit(&cam->open_streams, memory_order_relaxed);
-        out->data_path = "userspace-tls"; /* kTLS hand-off comes with the zero-copy work */
+        out->data_path = rly_relay_data_path(r);
         rc = 0;
     }
     pthread_mutex_unlock(&r->lock);
@@ -229,4 +229,26 @@ void rly_relay_counters(struct rly_relay *r, struct rly_counters *out)
     out->frames_rejected = atomic_load(&r->counters.frames_rejected);
     out->handovers = atomic_load(&r->counters.handovers);
     out->buffers_exhausted = atomic_load(&r->counters.buffers_exhausted);
+}
+
+unsigned rly_relay_worker_count(struct rly_relay *r)
+{
+    return r->n_workers;
+}
+
+void rly_relay_worker_stats(struct rly_relay *r, unsigned i, struct rly_worker_stats *out)
+{
+    struct rly_worker *w = &r->workers[i];
+    out->connections = atomic_load_explicit(&w->stat_conns, memory_order_relaxed);
+    out->cameras = atomic_load_explicit(&w->stat_cameras, memory_order_relaxed);
+    out->tunnels = atomic_load_explicit(&w->stat_tunnels, memory_order_relaxed);
+    out->streams = atomic_load_explicit(&w->stat_streams, memory_order_relaxed);
+    out->completions = atomic_load_explicit(&w->stat_completions, memory_order_relaxed);
+    out->busy_ns = atomic_load_explicit(&w->stat_busy_ns, memory_order_relaxed);
+}
+
+const char *rly_relay_data_path(struct rly_relay *r)
+{
+    (void)r; /* every connection uses the userspace record layer until kTLS hand-off lands */
+    return "userspace-tls";
 }

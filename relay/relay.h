@@ -94,4 +94,19 @@ struct rly_counters {
 };
 void rly_relay_counters(struct rly_relay *relay, struct rly_counters *out);
 
+/* Per-worker load, for metrics: what each io_uring worker holds and how busy it is. */
+struct rly_worker_stats {
+    uint32_t connections;  /* slots in use (listeners included) */
+    uint32_t cameras;      /* cameras this worker owns */
+    uint32_t tunnels;      /* live control tunnels */
+    uint32_t streams;      /* paired streams */
+    uint64_t completions;  /* CQEs handled since start */
+    uint64_t busy_ns;      /* time spent handling them (the rest is waiting) */
+};
+unsigned rly_relay_worker_count(struct rly_relay *relay);
+void rly_relay_worker_stats(struct rly_relay *relay, unsigned i, struct rly_worker_stats *out);
+
+/* The record layer in use: "ktls" or "userspace-tls" (static string). */
+const char *rly_relay_data_path(struct rly_relay *relay);
+
 #endif

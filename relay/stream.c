@@ -108,6 +108,7 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
     data->state = RLY_AGENT_DATA;
     data->deadline_ms = 0;
     atomic_fetch_add_explicit(&cam->open_streams, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->stat_streams, 1, memory_order_relaxed);
     atomic_fetch_add(&r->counters.streams_opened, 1);
     cr_info("stream open serial=%s stream=%llu service=%s recorder=%s", cam->serial,
             (unsigned long long)rec->stream_id, cam->service[rec->service], rec->addr);
@@ -273,6 +274,7 @@ void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c)
     p->peer = -1;
     if (cam)
         atomic_fetch_sub_explicit(&cam->open_streams, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&w->stat_streams, 1, memory_order_relaxed);
     atomic_fetch_add(&w->relay->counters.streams_closed, 1);
     cr_info("stream closed serial=%s stream=%llu bytes=%llu", cam ? cam->serial : "?",
             (unsigned long long)rec->stream_id, (unsigned long long)rec->bytes);

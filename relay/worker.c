@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -218,6 +219,9 @@ void rly__camera_set_online(struct rly_worker *w, struct rly_camera *cam, int32_
 {
     struct rly_relay *r = w->relay;
     int online = tunnel >= 0;
+    if ((cam->tunnel >= 0) != online)
+        atomic_fetch_add_explicit(&w->stat_tunnels, online ? 1u : (uint32_t)-1,
+                                  memory_order_relaxed);
     pthread_mutex_lock(&r->lock);
     cam->tunnel = tunnel;
     cam->last_seen_unix = cr_unix_now();
@@ -424,6 +428,7 @@ static void camera_put(struct rly_worker *w, struct rly_camera_spec *spec)
         cam->pending_head = -1;
         cam->in_use = 1;
         pthread_mutex_unlock(&r->lock);
+        atomic_fetch_add_explicit(&w->stat_cameras, 1, memory_order_relaxed);
         camera_listen(w, cam, (int32_t)i, spec);
         cr_debug("camera %s added with %u endpoints", cam->serial, cam->n_endpoints);
         return;
@@ -447,6 +452,7 @@ static void camera_del(struct rly_worker *w, const char *serial)
         if (c->kind != RLY_CONN_FREE && c->camera == idx)
             rly__conn_close(w, c, "camera removed");
     }
+    atomic_fetch_sub_explicit(&w->stat_cameras, 1, memory_order_relaxed);
     pthread_mutex_lock(&r->lock);
     cam->in_use = 0;
     cam->tunnel = -1;
@@ -639,12 +645,24 @@ static void *worker_main(void *arg)
             break;
         }
         unsigned head, n = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         io_uring_for_each_cqe(&w->ring, head, cqe)
         {
             dispatch(w, cqe);
             n++;
         }
         io_uring_cq_advance(&w->ring, n);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        atomic_store_explicit(&w->stat_completions,
+                              atomic_load_explicit(&w->stat_completions, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+        atomic_store_explicit(&w->stat_busy_ns,
+                              atomic_load_explicit(&w->stat_busy_ns, memory_order_relaxed) +
+                                  (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
+                                             (t1.tv_nsec - t0.tv_nsec)),
+                              memory_order_relaxed);
+        atomic_store_explicit(&w->stat_conns, w->n_used, memory_order_relaxed);
     }
 
     /* Orderly stop: close every connection, then drain completions until all slots are free. */

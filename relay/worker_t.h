@@ -150,6 +150,9 @@ struct rly_worker {
     uint32_t n_conns;
     int32_t free_head;     /* free slots chained through conn->peer */
     uint32_t n_used;
+    /* Written by this worker only, read by the control plane for metrics. */
+    _Atomic uint32_t stat_conns, stat_cameras, stat_tunnels, stat_streams;
+    _Atomic uint64_t stat_completions, stat_busy_ns;
     struct rly_camera *cameras;
     uint32_t n_cameras;    /* capacity */
     int external_listener; /* conn index */

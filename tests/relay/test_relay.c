@@ -235,6 +235,15 @@ static void test_relay_tunnel_login_and_stream_bytes_intact(void **state)
     assert_non_null(strstr(f->tunnel_welcome->site_addr, "127.0.0.1:"));
     cr_frame_free(f);
     assert_true(wait_online(1, 2000));
+    unsigned tunnels = 0, cameras = 0;
+    for (unsigned i = 0; i < rly_relay_worker_count(fx.relay); i++) {
+        struct rly_worker_stats ws;
+        rly_relay_worker_stats(fx.relay, i, &ws);
+        tunnels += ws.tunnels;
+        cameras += ws.cameras;
+    }
+    assert_int_equal(tunnels, 1);
+    assert_int_equal(cameras, 1);
 
     /* A recorder connects and speaks first, as RTSP clients do. */
     snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
