@@ -258,6 +258,55 @@ n=$(frames "$T/rec2.mp4")
 [ "$n" -ge $((4 * FPS - 1)) ] || fail "after the restart the recording has $n frames"
 pass "recording after the restart: $n frames in 4 s"
 
+# ------------------------------------------- the dispatcher restarts; nothing is lost
+dctl() { "$BIN/camrelayctl" --dispatcher-socket "$T/dispatch.sock" "$@"; }
+start_dispatcher() {
+    ns_spawn "$NS_CENTRAL" "$T/dispatch.log.$1" "$BIN/camrelay-dispatch" --listen "$DISPATCH" \
+        --cert "$T/pki/dispatch.pem" --key "$T/pki/dispatch.key" --db "$T/dispatch.db" \
+        --mgmt-socket "$T/dispatch.sock" --hold-ms 20000
+    DISPATCH_PID=$SPAWNED_PID
+    wait_for_port "$NS_CENTRAL" "$C" 7443 10 || { show_log "$T/dispatch.log.$1"; fail "dispatcher did not start"; }
+}
+DISPATCH_PID=$(pgrep -f -- "--db $T/dispatch.db" | head -n1)
+[ -n "$DISPATCH_PID" ] || fail "cannot find the dispatcher's pid"
+stop_pid "$DISPATCH_PID" 10
+ctl camera register CAMC-0001 --oak OAK-AAAA-1111 --user admin --password cam-secret-1 >/dev/null
+[ "$(field CAMC-0001 synced)" = false ] || fail "CAMC-0001 claims to be synced while the dispatcher is down"
+start_dispatcher 2
+deadline=$((SECONDS + 40))
+until [ "$(field CAMC-0001 synced)" = true ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "CAMC-0001 was not synced after the dispatcher came back"
+    sleep 0.5
+done
+known=$(dctl --json camera list | "$PYTHON" -c 'import json,sys; print(" ".join(sorted(c["serial"] for c in json.load(sys.stdin))))')
+[ "$known" = "CAMA-0001 CAMB-0001 CAMC-0001" ] || fail "dispatcher knows '$known' after its restart"
+agent c CAMC "$T/agent.secrets"
+wait_for_log "$T/agent-c.log" "tunnel up serial=CAMC-0001" 30 || { show_log "$T/agent-c.log"; fail "CAMC-0001 registered while the dispatcher was down never came up"; }
+pass "dispatcher restarted: it kept every registration, and one made while it was down reached it and works"
+
+# --------------------------------------- a second relay; cameras go to their own relay
+head -c 24 /dev/urandom | base64 >"$T/relay2.password"
+dctl account add relay2 --password-file "$T/relay2.password" >/dev/null
+ns_spawn "$NS_CENTRAL" "$T/relay2.log" "$BIN/camrelayd" --name relay2 \
+    --listen-external "$C:8444" --public-addr "$C:8444" --internal-host "$C" \
+    --port-range 20100-20199 --db "$T/relay2.db" --cert "$T/pki/relay.pem" \
+    --key "$T/pki/relay.key" --ca "$T/pki/ca.pem" --dispatcher "$DISPATCH" \
+    --account-password-file "$T/relay2.password" --mgmt-socket "$T/relay2.sock" --keepalive-ms 1000
+wait_for_port "$NS_CENTRAL" "$C" 8444 10 || { show_log "$T/relay2.log"; fail "relay2 did not start"; }
+ctl2() { "$BIN/camrelayctl" --relay-socket "$T/relay2.sock" "$@"; }
+ctl2 camera register CAMD-0001 --oak OAK-AAAA-1111 --user admin --password cam-secret-1 >/dev/null
+if ctl2 camera register CAMA-0001 --oak OAK-AAAA-1111 --user admin --password cam-secret-1 >/dev/null 2>&1; then
+    sleep 2
+    [ "$(ctl2 --json camera list CAMA-0001 | "$PYTHON" -c 'import json,sys; print(str(json.load(sys.stdin)[0]["synced"]).lower())')" = false ] ||
+        fail "the dispatcher let relay2 take over CAMA-0001, which belongs to relay1"
+fi
+agent d CAMD "$T/agent.secrets"
+wait_for_log "$T/agent-d.log" "tunnel up serial=CAMD-0001 relay=$C:8444" 30 || { show_log "$T/agent-d.log"; fail "CAMD-0001 was not sent to relay2"; }
+[ "$(ctl2 --json camera list CAMD-0001 | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)[0]["state"])')" = yellow ] ||
+    fail "CAMD-0001 is not yellow on relay2"
+grep -q "relay=$C:8443" "$T/agent-a.log" || fail "CAMA-0001 should be on relay1"
+pass "two relays on one dispatcher: CAMD-0001 went to relay2, CAMA-0001 stays on relay1 (relay2 cannot take it over)"
+
 stop_pid "$AGENT_A"
 wait_state CAMA-0001 red 10
 pass "agent stopped: CAMA-0001 red again (offline, still attached)"
