@@ -11,6 +11,9 @@ PACKAGES=(
     libjemalloc-dev libcmocka-dev libbenchmark-dev libsqlite3-dev
     libinih-dev libjansson-dev libmicrohttpd-dev
     ffmpeg iproute2 nftables openssl procps psmisc curl python3
+    haproxy gnuplot-nox
+    # packaging: make deb, make image, tests/e2e/test_image.sh, tests/packaging/test_deb.sh
+    debhelper lintian debootstrap qemu-system-x86 e2fsprogs
 )
 
 missing=()
