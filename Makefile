@@ -23,7 +23,7 @@ CFLAGS   := $(OPT) $(SAN) -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-
             -Wformat=2 -Wno-format-nonliteral -D_GNU_SOURCE -pthread
 CPPFLAGS := -MMD -MP $(SSL_CFLAGS) -I. -I$(BUILD)/gen
 LDFLAGS  := $(SAN) -pthread
-LDLIBS   := $(SSL_LIBS) -luring -lprotobuf-c -lsqlite3 -linih -ljansson -lm
+LDLIBS   := $(SSL_LIBS) -luring -lprotobuf-c -lsqlite3 -linih -ljansson -lmicrohttpd -lm
 
 PROTOS    := $(wildcard proto/*.proto)
 PROTO_C   := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTOS))

@@ -9,7 +9,9 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/net.h"
 #include "control/dispatch.h"
+#include "control/http.h"
 
 struct dispatch_flags {
     char *listen;
@@ -18,6 +20,7 @@ struct dispatch_flags {
     char *db;
     char *mgmt_socket;
     char *log_level;
+    char *http_listen;
     long hold_ms;
     long ticket_ttl;
 };
@@ -38,6 +41,8 @@ static const struct cr_opt opts[] = {
     {"ticket-ttl", CR_OPT_INT, F(ticket_ttl), "300", 10, 86400, 0, 0,
      "ticket lifetime in seconds"},
     {"log-level", CR_OPT_STR, F(log_level), "info", 0, 0, 0, 0, "error, warn, info or debug"},
+    {"http-listen", CR_OPT_STR, F(http_listen), "127.0.0.1:9091", 0, 0, 0, 0,
+     "internal plain-HTTP port for /metrics (\"\" = off; keep it on a trusted network)"},
     CR_OPT_END,
 };
 #undef F
@@ -57,6 +62,7 @@ int main(int argc, char **argv)
 {
     struct dispatch_flags fl = {0};
     struct ctl_dispatch *d = NULL;
+    struct ctl_http *http = NULL;
     char err[512];
     sigset_t set;
     int sig, rc, status = 2;
@@ -73,6 +79,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: --log-level must be error, warn, info or debug (got \"%s\")\n",
                 argv[0], fl.log_level);
         goto out_free_flags;
+    }
+    if (*fl.http_listen) {
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        if (cr_addr_parse(fl.http_listen, &ss, &sl) < 0) {
+            fprintf(stderr, "%s: --http-listen must be host:port, or \"\" to turn it off (got "
+                            "\"%s\")\n",
+                    argv[0], fl.http_listen);
+            goto out_free_flags;
+        }
     }
     raise_fd_limit();
 
@@ -99,10 +115,23 @@ int main(int argc, char **argv)
         goto out_free_flags;
     }
 
+    if (*fl.http_listen) {
+        struct ctl_http_config hc = {
+            .listen = fl.http_listen,
+            .handler = ctl_dispatch_http,
+            .handler_ctx = d,
+            .name = "metrics",
+        };
+        /* A busy port costs the metrics, not the dispatcher: agents keep being served. */
+        if (ctl_http_start(&hc, &http, err, sizeof(err)) < 0)
+            cr_err("%s; running without metrics", err);
+    }
+
     do {
         rc = sigwait(&set, &sig);
     } while (rc == EINTR);
     cr_info("%s received: shutting down", rc == 0 ? strsignal(sig) : "signal");
+    ctl_http_stop(http); /* its handler reads d */
     ctl_dispatch_stop(d);
     status = 0;
 

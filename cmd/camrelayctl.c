@@ -26,6 +26,7 @@ enum cmd {
     CMD_CAMERA_LIST,
     CMD_CAMERA_ATTACH,
     CMD_CAMERA_REMOVE,
+    CMD_RELOAD,
 };
 #define BIT(c) (1u << (c))
 #define ALL_CMDS 0xffffffffu
@@ -83,6 +84,8 @@ static const char usage_text[] =
     "                                                 --dispatcher-socket)\n"
     "  camera attach SERIAL --recorder NAME           (relay; --recorder \"\" detaches)\n"
     "  camera remove SERIAL                           (relay)\n"
+    "  reload                                         (relay) re-read its configuration, as\n"
+    "                                                 SIGHUP: log level, certificate, token...\n"
     "  size ...                                       bandwidth and appliance sizing\n"
     "                                                 (camrelayctl size --help)\n"
     "\n"
@@ -172,6 +175,10 @@ static enum cmd pick_command(const struct args *a, int *first_arg)
         {"camera", "remove", CMD_CAMERA_REMOVE},
     };
     *first_arg = 2;
+    if (a->n_pos >= 1 && strcmp(a->pos[0], "reload") == 0) {
+        *first_arg = 1;
+        return CMD_RELOAD;
+    }
     if (a->n_pos < 2)
         return CMD_NONE;
     for (size_t i = 0; i < CR_ARRAY_SIZE(words); i++)
@@ -451,6 +458,22 @@ static int cmd_camera_remove(const struct args *a, const char *serial)
     return 0;
 }
 
+static int cmd_reload(const struct args *a)
+{
+    Camrelay__MgmtRequest req = CAMRELAY__MGMT_REQUEST__INIT;
+    Camrelay__CameraSelect sel = CAMRELAY__CAMERA_SELECT__INIT;
+    Camrelay__Frame *reply = NULL;
+
+    req.op_case = CAMRELAY__MGMT_REQUEST__OP_RELOAD;
+    req.reload = &sel;
+    int rc = call(a, 0, &req, &reply);
+    if (rc)
+        return rc;
+    printf("reloaded: %s\n", *reply->mgmt_reply->message ? reply->mgmt_reply->message : "ok");
+    cr_frame_free(reply);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct args a;
@@ -491,14 +514,18 @@ int main(int argc, char **argv)
     }
     for (int i = 0; flags[i].name; i++)
         if ((a.seen & (1u << i)) && !(flags[i].cmds & BIT(c)))
-            return usage_error("--%s does not apply to \"%s %s\"", flags[i].name, a.pos[0],
-                               a.pos[1]);
+            return usage_error("--%s does not apply to \"%s%s%s\"", flags[i].name, a.pos[0],
+                               c == CMD_RELOAD ? "" : " ", c == CMD_RELOAD ? "" : a.pos[1]);
     if ((a.seen & (1u << FLAG_RELAY)) && (a.seen & (1u << FLAG_RELAY_SOCKET)))
         return usage_error("give either --relay-socket or --relay, not both");
 
     int n_args = a.n_pos - first;
     const char *arg = n_args > 0 ? a.pos[first] : NULL;
     switch (c) {
+    case CMD_RELOAD:
+        if (n_args != 0)
+            return usage_error("reload takes no argument");
+        return cmd_reload(&a);
     case CMD_PKI_INIT:
     case CMD_RELAY_LIST:
         if (n_args != 0)

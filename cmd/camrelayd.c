@@ -9,11 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/digest.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "common/auth.h"
 #include "common/config.h"
@@ -21,6 +26,7 @@
 #include "common/net.h"
 #include "common/tls.h"
 #include "common/util.h"
+#include "control/http.h"
 #include "control/mgmt.h"
 #include "control/registry.h"
 #include "control/relayd.h"
@@ -29,6 +35,7 @@
 
 #define EXIT_CONFIG 2
 #define TICKET_KEY_META "ticket_key"
+#define SAMPLE_INTERVAL_MS 1000 /* per-camera bitrate sampling */
 
 struct relayd_opts {
     char *name;
@@ -48,10 +55,15 @@ struct relayd_opts {
     char *mgmt_listen;
     char *mgmt_token_file;
     char *log_level;
+    char *http_listen;
     long keepalive_ms;
+    int metrics_per_camera;
 };
 
+/* reloadable = 1: SIGHUP and `camrelayctl reload` apply a new value without a restart (see
+ * reload()); a change to any other setting is logged as needing a restart and ignored. */
 #define OPT(n, t, f, d, req, h) {n, t, offsetof(struct relayd_opts, f), d, 0, 0, req, 0, h}
+#define ROPT(n, t, f, d, req, h) {n, t, offsetof(struct relayd_opts, f), d, 0, 0, req, 1, h}
 static const struct cr_opt opts_table[] = {
     OPT("name", CR_OPT_STR, name, NULL, 1, "this relay's dispatcher account name"),
     OPT("listen-external", CR_OPT_STR, listen_external, "0.0.0.0:8443", 0,
@@ -67,9 +79,10 @@ static const struct cr_opt opts_table[] = {
     OPT("services", CR_OPT_STR, services, "rtsp,http", 0,
         "services each camera gets an endpoint for"),
     OPT("db", CR_OPT_STR, db, "/var/lib/camrelay/relay.db", 0, "SQLite registry"),
-    OPT("cert", CR_OPT_STR, cert, NULL, 1,
-        "server certificate for the external and TCP management side"),
-    OPT("key", CR_OPT_STR, key, NULL, 1, "private key of --cert"),
+    ROPT("cert", CR_OPT_STR, cert, NULL, 1,
+         "server certificate for the external and TCP management side (reloaded for new "
+         "connections)"),
+    ROPT("key", CR_OPT_STR, key, NULL, 1, "private key of --cert"),
     OPT("ca", CR_OPT_STR, ca, NULL, 0, "CA that signed the dispatcher's certificate"),
     OPT("dispatcher", CR_OPT_STR, dispatcher, NULL, 0,
         "comma-separated dispatcher host:port, tried in order"),
@@ -79,11 +92,17 @@ static const struct cr_opt opts_table[] = {
         "management Unix socket (\"\" = none; then --mgmt-listen is needed)"),
     OPT("mgmt-listen", CR_OPT_STR, mgmt_listen, NULL, 0,
         "optional TCP+TLS management listener (needs --mgmt-token-file)"),
-    OPT("mgmt-token-file", CR_OPT_STR, mgmt_token_file, NULL, 0,
-        "token every TCP management request must carry"),
-    OPT("log-level", CR_OPT_STR, log_level, "info", 0, "error, warn, info or debug"),
+    ROPT("mgmt-token-file", CR_OPT_STR, mgmt_token_file, NULL, 0,
+         "token every TCP management request must carry"),
+    ROPT("log-level", CR_OPT_STR, log_level, "info", 0, "error, warn, info or debug"),
     {"keepalive-ms", CR_OPT_INT, offsetof(struct relayd_opts, keepalive_ms), "5000", 100, 600000,
-     0, 0, "tunnel ping interval"},
+     0, 1, "tunnel ping interval (a reload applies it to tunnels that come up afterwards)"},
+    OPT("http-listen", CR_OPT_STR, http_listen, "127.0.0.1:9090", 0,
+        "internal plain-HTTP port: status page /, /metrics, /api/cameras (\"\" = off; keep it "
+        "on a trusted network)"),
+    ROPT("metrics-per-camera", CR_OPT_BOOL, metrics_per_camera, "true", 0,
+         "per-camera series in /metrics, 3 per camera (--metrics-per-camera=false for large "
+         "fleets)"),
     CR_OPT_END,
 };
 
@@ -103,6 +122,10 @@ struct relayd {
     struct rly_relay *relay;
     struct ctl_uplink *uplink;
     struct ctl_mgmt *mgmt;
+    struct ctl_http *http;
+    int argc;                   /* the command line, re-read on every reload */
+    char **argv;
+    pthread_mutex_t reload_lock; /* SIGHUP and `camrelayctl reload` one at a time; guards o */
 };
 
 static int config_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -358,6 +381,10 @@ static int check_config(struct relayd *r)
     if (!*o->mgmt_socket && !o->mgmt_listen)
         return config_error("no management listener: --mgmt-socket is empty and there is no "
                             "--mgmt-listen");
+    if (*o->http_listen && !host_port_ok(o->http_listen, 1))
+        return config_error("--http-listen must be host:port, or \"\" to turn it off (got "
+                            "\"%s\")",
+                            o->http_listen);
     pick_url_host(r);
     return 0;
 }
@@ -388,8 +415,218 @@ static int ticket_key(struct relayd *r)
     return 0;
 }
 
+/* ---- reload (SIGHUP, camrelayctl reload) ---- */
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+/* The level cr_log_set_level_name would set, without setting it; -1 if not a level. */
+static int log_level_value(const char *name)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(name, level_names[i]) == 0)
+            return i;
+    return strcasecmp(name, "warning") == 0 ? CR_LOG_WARN : -1;
+}
+
+/* "serial 0A1B, SHA-256 3f2a…, valid until Nov 24 05:30:00 2027 GMT" of ctx's certificate. */
+static void cert_identity(SSL_CTX *ctx, char *buf, size_t cap)
+{
+    X509 *x = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    char fp[2 * 8 + 1] = "?", until[64] = "?";
+
+    if (!x) {
+        snprintf(buf, cap, "no certificate");
+        return;
+    }
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(x), NULL);
+    char *serial = bn ? BN_bn2hex(bn) : NULL;
+    if (X509_digest(x, EVP_sha256(), md, &md_len) && md_len >= 8)
+        cr_hex_encode(md, 8, fp);
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b && ASN1_TIME_print(b, X509_get0_notAfter(x))) {
+        int n = BIO_read(b, until, (int)sizeof(until) - 1);
+        until[n > 0 ? n : 0] = '\0';
+    }
+    BIO_free(b);
+    snprintf(buf, cap, "serial %s, SHA-256 %s..., valid until %s", serial ? serial : "?", fp,
+             until);
+    OPENSSL_free(serial);
+    BN_free(bn);
+}
+
+/* A setting's value for a log line (never a secret: secrets live in files, the table holds
+ * their paths). */
+static void opt_text(const struct cr_opt *o, const struct relayd_opts *v, char *buf, size_t cap)
+{
+    const char *field = (const char *)v + o->offset;
+    switch (o->type) {
+    case CR_OPT_STR: {
+        const char *s = *(char *const *)(const void *)field;
+        snprintf(buf, cap, "\"%s\"", s ? s : "");
+        break;
+    }
+    case CR_OPT_INT:
+        snprintf(buf, cap, "%ld", *(const long *)(const void *)field);
+        break;
+    case CR_OPT_BOOL:
+        snprintf(buf, cap, "%s", *(const int *)(const void *)field ? "true" : "false");
+        break;
+    }
+}
+
+/* Appends "; " and a formatted note to the reload summary in msg. */
+static void note(char *msg, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void note(char *msg, size_t cap, const char *fmt, ...)
+{
+    size_t n = strlen(msg);
+    va_list ap;
+    if (n && n + 2 < cap) {
+        memcpy(msg + n, "; ", 3);
+        n += 2;
+    }
+    if (n >= cap - 1)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, cap - n, fmt, ap);
+    va_end(ap);
+}
+
+/* Replaces a string setting with the new one (taken from n). */
+static void take_str(char **cur, char **fresh)
+{
+    free(*cur);
+    *cur = *fresh;
+    *fresh = NULL;
+}
+
+/*
+ * Re-reads --config and the command line and applies what can change while tunnels and
+ * streams stay up: the log level, the TLS certificate and key (a new server context for
+ * connections from now on), the keepalive interval for new tunnels, the per-camera metrics,
+ * the management token. Any other changed setting is logged ("listen-external changed:
+ * restart needed") and ignored. A configuration that does not load changes nothing; a
+ * certificate or token that cannot be read keeps the old one. Returns 0, or -EINVAL / -EIO
+ * (msg says why). Any thread (ctl_relayd_reload_fn).
+ */
+static int reload(void *ctx, const char *why, char *msg, size_t cap)
+{
+    struct relayd *r = ctx;
+    struct relayd_opts n;
+    char err[512], a[300], b[300];
+    int rc = 0;
+
+    msg[0] = '\0';
+    pthread_mutex_lock(&r->reload_lock);
+    memset(&n, 0, sizeof(n));
+    if (cr_config_load(opts_table, &n, r->argc, r->argv, NULL, NULL) != 0) {
+        snprintf(msg, cap, "the configuration does not load (the relay's log says why); "
+                           "nothing changed");
+        cr_err("reload (%s): %s", why, msg);
+        rc = -EINVAL;
+        goto out_unlock;
+    }
+    int level = log_level_value(n.log_level);
+    if (level < 0) {
+        snprintf(msg, cap, "log-level must be error, warn, info or debug (got \"%s\"); nothing "
+                           "changed", n.log_level);
+        cr_err("reload (%s): %s", why, msg);
+        rc = -EINVAL;
+        goto out_unlock;
+    }
+
+    for (const struct cr_opt *o = opts_table; o->name; o++) {
+        if (o->reloadable)
+            continue;
+        opt_text(o, &r->o, a, sizeof(a));
+        opt_text(o, &n, b, sizeof(b));
+        if (strcmp(a, b) == 0)
+            continue;
+        cr_warn("reload (%s): %s changed: restart needed (keeping %s, not %s)", why, o->name, a,
+                b);
+        note(msg, cap, "%s changed: restart needed", o->name);
+    }
+
+    /* The certificate is read again even under the same file names: renewal replaces the
+     * files in place. */
+    SSL_CTX *tls = cr_tls_server_ctx(n.cert, n.key, err, sizeof(err));
+    if (!tls) {
+        cr_err("reload (%s): %s; keeping the current certificate", why, err);
+        note(msg, cap, "certificate not reloaded: %s", err);
+        rc = -EIO;
+    } else {
+        cert_identity(r->server_tls, a, sizeof(a));
+        cert_identity(tls, b, sizeof(b));
+        rly_relay_set_tls(r->relay, tls);
+        if (r->o.mgmt_listen)
+            ctl_mgmt_set_tls(r->mgmt, tls);
+        SSL_CTX_free(r->server_tls); /* the relay and the management server hold their own */
+        r->server_tls = tls;
+        if (strcmp(a, b) != 0) {
+            cr_info("reload (%s): TLS certificate for new connections: %s (was %s)", why, b, a);
+            note(msg, cap, "certificate replaced for new connections (%s)", b);
+        }
+        take_str(&r->o.cert, &n.cert);
+        take_str(&r->o.key, &n.key);
+    }
+
+    if (r->o.mgmt_listen) {
+        char token[512];
+        int t = n.mgmt_token_file ? cr_read_small_file(n.mgmt_token_file, token, sizeof(token))
+                                  : -ENOENT;
+        if (t <= 0 || strlen(token) != (size_t)t) {
+            snprintf(err, sizeof(err), "%s: %s", n.mgmt_token_file ? n.mgmt_token_file : "(none)",
+                     t == 0 ? "empty" : t > 0 ? "contains a NUL byte"
+                                      : t == -EFBIG ? "too large" : strerror(-t));
+            cr_err("reload (%s): cannot read the management token %s; keeping the current one",
+                   why, err);
+            note(msg, cap, "management token not reloaded: %s", err);
+            rc = -EIO;
+        } else {
+            if (ctl_mgmt_set_token(r->mgmt, token) == 1)
+                note(msg, cap, "management token replaced");
+            take_str(&r->o.mgmt_token_file, &n.mgmt_token_file);
+        }
+        cr_wipe(token, sizeof(token));
+    } else {
+        take_str(&r->o.mgmt_token_file, &n.mgmt_token_file); /* unused without --mgmt-listen */
+    }
+
+    if (n.keepalive_ms != r->o.keepalive_ms) {
+        rly_relay_set_keepalive(r->relay, (uint32_t)n.keepalive_ms);
+        note(msg, cap, "keepalive-ms %ld -> %ld for new tunnels", r->o.keepalive_ms,
+             n.keepalive_ms);
+        r->o.keepalive_ms = n.keepalive_ms;
+    }
+    if (n.metrics_per_camera != r->o.metrics_per_camera) {
+        ctl_relayd_set_metrics_per_camera(r->ctl, n.metrics_per_camera);
+        note(msg, cap, "metrics-per-camera %s", n.metrics_per_camera ? "on" : "off");
+        r->o.metrics_per_camera = n.metrics_per_camera;
+    }
+
+    /* The summary is logged at info under whichever of the two levels shows more, so a
+     * change to or from a quiet level still leaves a trace. */
+    int old_level = cr_log_level; /* always one of the four: set through a name */
+    if (level != old_level)
+        note(msg, cap, "log-level %s -> %s", level_names[old_level & 3], level_names[level]);
+    take_str(&r->o.log_level, &n.log_level);
+    if (level > old_level)
+        cr_log_level = level;
+    if (!msg[0])
+        snprintf(msg, cap, "nothing changed");
+    cr_info("reload (%s): %s%s", why, rc < 0 ? "partly applied: " : "", msg);
+    cr_log_level = level;
+
+out_unlock:
+    pthread_mutex_unlock(&r->reload_lock);
+    cr_config_free(opts_table, &n);
+    return rc;
+}
+
 static void shutdown_all(struct relayd *r)
 {
+    ctl_http_stop(r->http); /* its handler reads the control plane and the data path */
     ctl_mgmt_stop(r->mgmt); /* no new operations from here on */
     ctl_uplink_stop(r->uplink);
     if (r->relay)
@@ -409,13 +646,20 @@ static void shutdown_all(struct relayd *r)
     cr_config_free(opts_table, &r->o);
 }
 
-/* Waits for SIGINT/SIGTERM, persisting data-path events meanwhile. */
+/* Waits for SIGINT/SIGTERM, persisting data-path events, sampling the cameras' bitrates every
+ * second and reloading on SIGHUP meanwhile. */
 static void main_loop(struct relayd *r, int sig_fd)
 {
     struct pollfd p[2] = {{.fd = sig_fd, .events = POLLIN},
                           {.fd = ctl_relayd_event_fd(r->ctl), .events = POLLIN}};
+    uint64_t next_sample = cr_now_ms();
     for (;;) {
-        if (poll(p, 2, -1) < 0) {
+        uint64_t now = cr_now_ms();
+        if (now >= next_sample) {
+            ctl_relayd_sample(r->ctl, now);
+            next_sample = now + SAMPLE_INTERVAL_MS;
+        }
+        if (poll(p, 2, (int)(next_sample - now)) < 0) {
             if (errno == EINTR)
                 continue;
             cr_err("poll failed: %s", strerror(errno));
@@ -425,10 +669,11 @@ static void main_loop(struct relayd *r, int sig_fd)
             ctl_relayd_drain_events(r->ctl);
         if (p[0].revents) {
             struct signalfd_siginfo si;
+            char msg[1024];
             if (read(sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
                 continue;
             if (si.ssi_signo == SIGHUP) {
-                cr_warn("SIGHUP: reloading is not supported; restart camrelayd to apply changes");
+                reload(r, "SIGHUP", msg, sizeof(msg)); /* logs its own summary */
                 continue;
             }
             cr_info("%s: shutting down", strsignal((int)si.ssi_signo));
@@ -445,6 +690,9 @@ int main(int argc, char **argv)
     int rc, sig_fd, status = 0;
 
     memset(&r, 0, sizeof(r));
+    r.argc = argc;
+    r.argv = argv;
+    pthread_mutex_init(&r.reload_lock, NULL);
     cr_log_set_tag("relay");
     rc = cr_config_load(opts_table, &r.o, argc, argv,
                         "--name NAME --public-addr LIST --cert FILE --key FILE [options]", NULL);
@@ -501,6 +749,8 @@ int main(int argc, char **argv)
         status = 1;
         goto out;
     }
+    ctl_relayd_set_metrics_per_camera(r.ctl, r.o.metrics_per_camera);
+    ctl_relayd_set_reload(r.ctl, reload, &r);
 
     struct rly_config rc_cfg = {
         .relay_name = r.o.name,
@@ -566,6 +816,19 @@ int main(int argc, char **argv)
     }
     cr_wipe(r.token, sizeof(r.token));
 
+    if (*r.o.http_listen) {
+        struct ctl_http_config hc = {
+            .listen = r.o.http_listen,
+            .handler = ctl_relayd_http,
+            .handler_ctx = r.ctl,
+            .name = "status page and metrics",
+        };
+        /* A busy port costs the status page and metrics, not the relay: cameras keep being
+         * served, and the log says so. */
+        if (ctl_http_start(&hc, &r.http, err, sizeof(err)) < 0)
+            cr_err("%s; running without the status page and metrics", err);
+    }
+
     cr_info("relay %s up: agents on %s (public %s), endpoints on %s ports %u-%u, URLs use %s",
             r.o.name, r.o.listen_external, r.o.public_addr, r.o.internal_host, r.port_lo,
             r.port_hi, r.url_host);
@@ -573,6 +836,7 @@ int main(int argc, char **argv)
 
 out:
     shutdown_all(&r);
+    pthread_mutex_destroy(&r.reload_lock);
     close(sig_fd);
     if (status == 0)
         cr_info("stopped");

@@ -66,6 +66,29 @@ struct ctl_dispatch_config {
 int ctl_dispatch_start(const struct ctl_dispatch_config *cfg, struct ctl_dispatch **out,
                        char *err, size_t errlen);
 
+/* What the dispatcher holds and has done since it started, for /metrics. */
+struct ctl_dispatch_stats {
+    unsigned relays_known;       /* relay accounts in the registry */
+    unsigned relays_online;      /* accounts with a live, authenticated link */
+    unsigned cameras_registered; /* cameras of every relay in the registry */
+    unsigned agents_held;        /* agents waiting for their camera's registration */
+    unsigned connections;        /* open connections (agents, relays, management) */
+    unsigned max_conns;
+    uint64_t dispatches;         /* DispatchResults sent */
+    uint64_t auth_failures_agent, auth_failures_relay;
+    uint64_t conns_refused;      /* connections closed at once: max_conns reached */
+    int registry_ok;             /* 0: the registry could not be counted this time */
+};
+
+/* Fills out. Reads the registry (two counting walks), so call it per scrape, not per
+ * request. Any thread. */
+void ctl_dispatch_stats(struct ctl_dispatch *d, struct ctl_dispatch_stats *out);
+
+/* The internal HTTP port's handler (ctl_http_handler_fn): "/metrics" in Prometheus text, "/"
+ * a one-line pointer to it. Thread-safe; ctx is the struct ctl_dispatch. */
+struct ctl_http_response;
+int ctl_dispatch_http(void *ctx, const char *path, struct ctl_http_response *rsp);
+
 /* The TCP port the TLS listener is bound to (useful with port 0). Any thread. */
 uint16_t ctl_dispatch_port(const struct ctl_dispatch *d);
 

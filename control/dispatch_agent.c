@@ -157,6 +157,7 @@ static void dispatch(struct ctl_dispatch *d, struct cr_link *l, const struct ctl
                 strerror(-rc));
         return;
     }
+    atomic_fetch_add(&d->dispatches, 1);
     cr_info("dispatched serial %s (%s) to relay %s", cam->serial, l->peer, acct.name);
     site_of(l->peer, site, sizeof(site));
     rc = ctl_registry_camera_seen(d->reg, cam->serial, cr_unix_now(), site, cam->bytes_relayed);
@@ -215,6 +216,7 @@ void ctl__dispatch_agent(struct ctl_dispatch *d, struct cr_link *l,
     case 0:
         break;
     case -EACCES:
+        atomic_fetch_add(&d->auth_failures_agent, 1);
         cr_warn("authentication failed for serial %s from %s", serial, l->peer);
         snprintf(msg, sizeof(msg),
                  "authentication failed for serial %s: OAK or credentials do not match the "

@@ -3,6 +3,7 @@
 #define CAMRELAY_CONTROL_DISPATCH_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <openssl/ssl.h>
@@ -64,6 +65,11 @@ struct ctl_dispatch {
     struct ctl_dispatch_waiter *waiters;
     struct ctl_dispatch_relay *relays;
     uint64_t refused, refused_logged_ms;
+
+    /* For /metrics; counted by any connection thread, no lock. */
+    _Atomic uint64_t dispatches;          /* DispatchResults sent */
+    _Atomic uint64_t auth_failures_agent; /* cameras whose proof did not verify */
+    _Atomic uint64_t auth_failures_relay; /* relay logins: unknown account or wrong password */
 
     /* Serialises "who owns this serial" + upsert across relay links, so two relays syncing the
      * same serial at once cannot both take it. Taken before lock, never inside it. */

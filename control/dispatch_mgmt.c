@@ -243,6 +243,11 @@ static int handle(struct ctl_dispatch *d, struct cr_link *l, Camrelay__MgmtReque
         cr_strlcpy(msg, "use the relay's management socket for camera registration",
                    sizeof(msg));
         break;
+    case CAMRELAY__MGMT_REQUEST__OP_RELOAD:
+        rep.status = CAMRELAY__STATUS__ERR_BAD_REQUEST;
+        cr_strlcpy(msg, "reload is a relay operation; restart the dispatcher to change its "
+                   "settings", sizeof(msg));
+        break;
     case CAMRELAY__MGMT_REQUEST__OP_CAMERA_ATTACH:
     case CAMRELAY__MGMT_REQUEST__OP_CAMERA_REMOVE:
         rep.status = CAMRELAY__STATUS__ERR_BAD_REQUEST;

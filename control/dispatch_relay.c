@@ -342,6 +342,7 @@ void ctl__dispatch_relay(struct ctl_dispatch *d, struct ctl_dispatch_conn *c, st
 
     rc = ctl_registry_relay_get(d->reg, rl.name, &acct);
     if (rc == -ENOENT) {
+        atomic_fetch_add(&d->auth_failures_relay, 1);
         cr_warn("relay login from %s: unknown relay account %s", l->peer, rl.name);
         cr_link_refuse(l, CAMRELAY__STATUS__ERR_AUTH, "unknown relay account", 0);
         return;
@@ -359,6 +360,7 @@ void ctl__dispatch_relay(struct ctl_dispatch *d, struct ctl_dispatch_conn *c, st
     case 0:
         break;
     case -EACCES:
+        atomic_fetch_add(&d->auth_failures_relay, 1);
         cr_warn("authentication failed for relay account %s from %s", rl.name, l->peer);
         snprintf(msg, sizeof(msg), "authentication failed for relay account %s: wrong password",
                  rl.name);

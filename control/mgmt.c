@@ -31,15 +31,15 @@ struct mgmt_conn {
 struct ctl_mgmt {
     ctl_mgmt_handler_fn handler;
     void *handler_ctx;
-    SSL_CTX *tls;
-    char *token; /* NULL when there is no TCP listener */
+    SSL_CTX *tls; /* own reference; replaced by ctl_mgmt_set_tls under lock */
+    char *token; /* NULL when there is no TCP listener; replaced under lock */
     size_t token_len;
     char *unix_path;
     unsigned idle_ms;
     int unix_fd, tcp_fd, wake_fd;
     pthread_t acceptor;
 
-    pthread_mutex_t lock; /* guards the fields below */
+    pthread_mutex_t lock; /* guards the fields below, and tls and token */
     pthread_cond_t drained;
     struct mgmt_conn *conns;
     unsigned n_conns;    /* all connections */
@@ -115,15 +115,19 @@ static const char *op_name(const Camrelay__MgmtRequest *req)
     case CAMRELAY__MGMT_REQUEST__OP_CAMERA_REMOVE: return "camera_remove";
     case CAMRELAY__MGMT_REQUEST__OP_ACCOUNT_ADD: return "account_add";
     case CAMRELAY__MGMT_REQUEST__OP_RELAY_LIST: return "relay_list";
+    case CAMRELAY__MGMT_REQUEST__OP_RELOAD: return "reload";
     default: return "none";
     }
 }
 
 /* 1 when the request carries exactly the configured token (constant-time compare). */
-static int token_ok(const struct ctl_mgmt *m, const Camrelay__MgmtRequest *req)
+static int token_ok(struct ctl_mgmt *m, const Camrelay__MgmtRequest *req)
 {
     size_t n = req->token ? strlen(req->token) : 0;
-    return m->token_len > 0 && n == m->token_len && cr_memeq_ct(req->token, m->token, n);
+    pthread_mutex_lock(&m->lock); /* a reload may replace the token */
+    int ok = m->token_len > 0 && n == m->token_len && cr_memeq_ct(req->token, m->token, n);
+    pthread_mutex_unlock(&m->lock);
+    return ok;
 }
 
 /* Serves one connection until the peer closes, idles out, or breaks the protocol. Returns 1
@@ -219,7 +223,14 @@ static void *conn_main(void *arg)
 
     if (c->is_tcp) {
         /* The handshake runs here, not in the acceptor, so a slow client stalls only itself. */
-        if (cr_link_accept_tls(&l, m->tls, c->fd, CTL_MGMT_HANDSHAKE_MS, err, sizeof(err)) < 0) {
+        /* A reference of our own: a reload may replace m->tls during the handshake. */
+        pthread_mutex_lock(&m->lock);
+        SSL_CTX *tls = m->tls;
+        SSL_CTX_up_ref(tls);
+        pthread_mutex_unlock(&m->lock);
+        int rc = cr_link_accept_tls(&l, tls, c->fd, CTL_MGMT_HANDSHAKE_MS, err, sizeof(err));
+        SSL_CTX_free(tls); /* the SSL, if any, holds its own */
+        if (rc < 0) {
             cr_info("management: %s", err);
             goto out_unlist;
         }
@@ -350,6 +361,8 @@ int ctl_mgmt_start(const struct ctl_mgmt_config *cfg, struct ctl_mgmt **out, cha
     m->handler = cfg->handler;
     m->handler_ctx = cfg->handler_ctx;
     m->tls = cfg->tls;
+    if (m->tls)
+        SSL_CTX_up_ref(m->tls);
     m->idle_ms = cfg->idle_ms ? cfg->idle_ms : CTL_MGMT_IDLE_MS;
     m->unix_fd = m->tcp_fd = -1;
     pthread_mutex_init(&m->lock, NULL);
@@ -420,6 +433,7 @@ out_free:
         cr_wipe(m->token, m->token_len);
         free(m->token);
     }
+    SSL_CTX_free(m->tls);
     free(m->unix_path);
     pthread_cond_destroy(&m->drained);
     pthread_mutex_destroy(&m->lock);
@@ -463,8 +477,43 @@ void ctl_mgmt_stop(struct ctl_mgmt *m)
         cr_wipe(m->token, m->token_len);
         free(m->token);
     }
+    SSL_CTX_free(m->tls);
     free(m->unix_path);
     pthread_cond_destroy(&m->drained);
     pthread_mutex_destroy(&m->lock);
     free(m);
+}
+
+int ctl_mgmt_set_token(struct ctl_mgmt *m, const char *token)
+{
+    size_t n = token ? strlen(token) : 0;
+    if (n == 0)
+        return -EINVAL;
+    char *copy = cr_xstrdup(token);
+    pthread_mutex_lock(&m->lock);
+    if (!m->token) { /* no TCP listener: nothing uses a token */
+        pthread_mutex_unlock(&m->lock);
+        cr_wipe(copy, n);
+        free(copy);
+        return -ENOENT;
+    }
+    int changed = n != m->token_len || !cr_memeq_ct(copy, m->token, n);
+    char *old = m->token;
+    size_t old_len = m->token_len;
+    m->token = copy;
+    m->token_len = n;
+    pthread_mutex_unlock(&m->lock);
+    cr_wipe(old, old_len);
+    free(old);
+    return changed;
+}
+
+void ctl_mgmt_set_tls(struct ctl_mgmt *m, SSL_CTX *tls)
+{
+    SSL_CTX_up_ref(tls);
+    pthread_mutex_lock(&m->lock);
+    SSL_CTX *old = m->tls;
+    m->tls = tls;
+    pthread_mutex_unlock(&m->lock);
+    SSL_CTX_free(old); /* NULL-safe; live connections hold their own references */
 }

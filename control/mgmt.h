@@ -29,7 +29,7 @@ typedef void (*ctl_mgmt_handler_fn)(void *ctx, const Camrelay__MgmtRequest *req,
 struct ctl_mgmt_config {
     const char *unix_path;  /* Unix socket (mode 0660, parent directory created); NULL = none */
     const char *tcp_listen; /* "host:port" TCP+TLS listener; NULL = none */
-    SSL_CTX *tls;           /* server context for tcp_listen (borrowed; must outlive the server) */
+    SSL_CTX *tls;           /* server context for tcp_listen (the server takes a reference) */
     const char *token;      /* required on tcp_listen; copied */
     ctl_mgmt_handler_fn handler;
     void *handler_ctx;
@@ -43,6 +43,15 @@ struct ctl_mgmt_config {
  */
 int ctl_mgmt_start(const struct ctl_mgmt_config *cfg, struct ctl_mgmt **out, char *err,
                    size_t errlen);
+
+/* Replaces the token TCP requests must carry (a reload; copied). Returns 1 if it differs from
+ * the old one, 0 if the same, -ENOENT when there is no TCP listener, -EINVAL for "". Any
+ * thread. */
+int ctl_mgmt_set_token(struct ctl_mgmt *m, const char *token);
+
+/* Replaces the TCP listener's server context for handshakes from now on (a reload with a
+ * renewed certificate). Takes its own reference; the replaced one is released. Any thread. */
+void ctl_mgmt_set_tls(struct ctl_mgmt *m, SSL_CTX *tls);
 
 /* Port of the TCP listener (useful when tcp_listen asked for port 0), 0 if none. */
 uint16_t ctl_mgmt_tcp_port(const struct ctl_mgmt *m);

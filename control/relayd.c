@@ -14,6 +14,7 @@
 #include "common/net.h"
 #include "common/util.h"
 #include "control/registry.h"
+#include "control/relayd_int.h"
 #include "control/uplink.h"
 #include "relay/relay.h"
 
@@ -23,45 +24,6 @@
  * to it yet. Both are retried this many times, this far apart. */
 #define DATA_PATH_RETRIES 10
 #define DATA_PATH_RETRY_US 20000
-
-/* A tunnel up/down event copied out of the data path's thread. */
-struct relayd_event {
-    char serial[CTL_NAME_MAX];
-    char site_addr[CTL_NAME_MAX];
-    uint64_t bytes_relayed;
-    int64_t when_unix;
-    int online;
-};
-
-/* Per camera: the registry's byte total when the data path's counter for it started at 0
- * (start-up or registration). Persisted and shown totals are base + the live counter. */
-struct cam_base {
-    char serial[CTL_NAME_MAX];
-    uint64_t bytes;
-};
-
-struct ctl_relayd {
-    char *name, *internal_host, *url_host;
-    char **services;
-    unsigned n_services;
-    uint16_t port_lo, port_hi;
-    uint32_t iterations;
-    struct ctl_registry *reg;  /* borrowed */
-    struct rly_relay *relay;   /* borrowed; NULL = no data path */
-    struct ctl_uplink *uplink; /* borrowed; NULL = no dispatcher */
-
-    pthread_mutex_t ops_lock; /* serialises register/remove/attach against each other */
-
-    pthread_mutex_t cams_lock; /* guards cams: sorted by serial (strcmp) */
-    struct cam_base *cams;
-    size_t n_cams, cap_cams;
-
-    pthread_mutex_t ev_lock; /* guards the event ring */
-    struct relayd_event *ev;
-    size_t ev_head, ev_count;
-    uint64_t ev_dropped;
-    int ev_fd;
-};
 
 /* ---- small helpers ---- */
 
@@ -99,8 +61,7 @@ static void endpoint_url(const struct ctl_relayd *d, const struct ctl_endpoint *
 
 /* ---- per-camera byte bases ---- */
 
-/* Index of serial in cams, or where it would go (*found = 0). cams_lock held. */
-static size_t cams_find(const struct ctl_relayd *d, const char *serial, int *found)
+size_t ctl__relayd_cams_find(const struct ctl_relayd *d, const char *serial, int *found)
 {
     size_t lo = 0, hi = d->n_cams;
     while (lo < hi) {
@@ -123,7 +84,7 @@ static void cams_set(struct ctl_relayd *d, const char *serial, uint64_t bytes)
 {
     int found;
     pthread_mutex_lock(&d->cams_lock);
-    size_t i = cams_find(d, serial, &found);
+    size_t i = ctl__relayd_cams_find(d, serial, &found);
     if (!found) {
         if (d->n_cams == d->cap_cams) {
             d->cap_cams = d->cap_cams ? 2 * d->cap_cams : 64;
@@ -135,6 +96,7 @@ static void cams_set(struct ctl_relayd *d, const char *serial, uint64_t bytes)
         }
         memmove(&d->cams[i + 1], &d->cams[i], (d->n_cams - i) * sizeof(*d->cams));
         d->n_cams++;
+        memset(&d->cams[i], 0, sizeof(d->cams[i]));
         cr_strlcpy(d->cams[i].serial, serial, sizeof(d->cams[i].serial));
     }
     d->cams[i].bytes = bytes;
@@ -145,7 +107,7 @@ static void cams_del(struct ctl_relayd *d, const char *serial)
 {
     int found;
     pthread_mutex_lock(&d->cams_lock);
-    size_t i = cams_find(d, serial, &found);
+    size_t i = ctl__relayd_cams_find(d, serial, &found);
     if (found) {
         memmove(&d->cams[i], &d->cams[i + 1], (d->n_cams - i - 1) * sizeof(*d->cams));
         d->n_cams--;
@@ -158,7 +120,7 @@ static int cams_base(struct ctl_relayd *d, const char *serial, uint64_t *bytes)
 {
     int found;
     pthread_mutex_lock(&d->cams_lock);
-    size_t i = cams_find(d, serial, &found);
+    size_t i = ctl__relayd_cams_find(d, serial, &found);
     if (found)
         *bytes = d->cams[i].bytes;
     pthread_mutex_unlock(&d->cams_lock);
@@ -615,6 +577,15 @@ static void op_attach(struct ctl_relayd *d, const Camrelay__CameraAttach *a,
     }
 }
 
+int ctl__relayd_list(struct ctl_relayd *d, struct ctl_mgmt_reply *rep)
+{
+    struct list_ctx lc = {d, rep};
+    int rc = ctl_registry_camera_foreach(d->reg, NULL, list_one, &lc);
+    if (rc < 0)
+        registry_failure(rep, "camera list", "(all)", rc);
+    return rc;
+}
+
 static void op_list(struct ctl_relayd *d, const Camrelay__CameraSelect *sel,
                     struct ctl_mgmt_reply *rep)
 {
@@ -631,10 +602,20 @@ static void op_list(struct ctl_relayd *d, const Camrelay__CameraSelect *sel,
             registry_failure(rep, "camera list", serial, rc);
         return;
     }
-    struct list_ctx lc = {d, rep};
-    rc = ctl_registry_camera_foreach(d->reg, NULL, list_one, &lc);
-    if (rc < 0)
-        registry_failure(rep, "camera list", "(all)", rc);
+    ctl__relayd_list(d, rep);
+}
+
+static void op_reload(struct ctl_relayd *d, struct ctl_mgmt_reply *rep)
+{
+    char msg[1024] = "";
+    if (!d->reload) {
+        ctl_mgmt_reply_set(rep, CAMRELAY__STATUS__ERR_UNAVAILABLE,
+                           "this relay cannot reload its configuration");
+        return;
+    }
+    int rc = d->reload(d->reload_ctx, "camrelayctl reload", msg, sizeof(msg));
+    ctl_mgmt_reply_set(rep, rc < 0 ? CAMRELAY__STATUS__ERR_BAD_REQUEST : CAMRELAY__STATUS__OK,
+                       "%s", msg[0] ? msg : rc < 0 ? "reload failed" : "reloaded");
 }
 
 void ctl_relayd_handle(void *ctx, const Camrelay__MgmtRequest *req, struct ctl_mgmt_reply *rep)
@@ -653,6 +634,9 @@ void ctl_relayd_handle(void *ctx, const Camrelay__MgmtRequest *req, struct ctl_m
         break;
     case CAMRELAY__MGMT_REQUEST__OP_CAMERA_REMOVE:
         op_remove(d, req->camera_remove, rep);
+        break;
+    case CAMRELAY__MGMT_REQUEST__OP_RELOAD:
+        op_reload(d, rep);
         break;
     case CAMRELAY__MGMT_REQUEST__OP_ACCOUNT_ADD:
     case CAMRELAY__MGMT_REQUEST__OP_RELAY_LIST:
@@ -698,6 +682,7 @@ int ctl_relayd_new(const struct ctl_relayd_config *cfg, struct ctl_registry *reg
     d->port_hi = cfg->port_hi;
     d->iterations = cfg->iterations ? cfg->iterations : CR_AUTH_ITERATIONS_DEFAULT;
     d->reg = reg;
+    atomic_init(&d->metrics_per_camera, 1);
     d->ev = cr_xcalloc(CTL_RELAYD_EVENTS_MAX, sizeof(*d->ev));
     pthread_mutex_init(&d->ops_lock, NULL);
     pthread_mutex_init(&d->cams_lock, NULL);
@@ -714,6 +699,17 @@ void ctl_relayd_set_relay(struct ctl_relayd *d, struct rly_relay *relay)
 void ctl_relayd_set_uplink(struct ctl_relayd *d, struct ctl_uplink *up)
 {
     d->uplink = up;
+}
+
+void ctl_relayd_set_reload(struct ctl_relayd *d, ctl_relayd_reload_fn fn, void *ctx)
+{
+    d->reload = fn;
+    d->reload_ctx = ctx;
+}
+
+void ctl_relayd_set_metrics_per_camera(struct ctl_relayd *d, int on)
+{
+    atomic_store(&d->metrics_per_camera, !!on);
 }
 
 void ctl_relayd_free(struct ctl_relayd *d)

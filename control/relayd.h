@@ -64,8 +64,32 @@ int ctl_relayd_event_fd(const struct ctl_relayd *d);
  * thread (camrelayd's main loop). */
 void ctl_relayd_drain_events(struct ctl_relayd *d);
 
+/* Re-reads the daemon's configuration and applies what can change without a restart; writes
+ * a one-line summary for people into msg. Returns 0, or -errno when the new configuration
+ * was refused or part of it could not be applied (msg says what; the old values stay). Must
+ * be thread-safe: SIGHUP and management requests may call it at once. */
+typedef int (*ctl_relayd_reload_fn)(void *ctx, const char *why, char *msg, size_t cap);
+
+/* Sets what the management operation `reload` calls (NULL = the operation is refused).
+ * Call before serving requests. */
+void ctl_relayd_set_reload(struct ctl_relayd *d, ctl_relayd_reload_fn fn, void *ctx);
+
+/* Turns the per-camera series of /metrics on or off (on after ctl_relayd_new). Any thread. */
+void ctl_relayd_set_metrics_per_camera(struct ctl_relayd *d, int on);
+
+/* Samples every camera's live byte counter from the data path and updates its smoothed
+ * bitrate (struct ctl_rate). Call about once a second from one thread (camrelayd's main
+ * loop); now_ms is a monotonic clock (cr_now_ms). */
+void ctl_relayd_sample(struct ctl_relayd *d, uint64_t now_ms);
+
+/* The internal HTTP port's handler (ctl_http_handler_fn): "/" the status page, "/metrics"
+ * Prometheus text, "/api/cameras" the camera list as JSON (the objects of `camrelayctl --json
+ * camera list`). Thread-safe; ctx is the struct ctl_relayd. */
+struct ctl_http_response;
+int ctl_relayd_http(void *ctx, const char *path, struct ctl_http_response *rsp);
+
 /* The management handler (ctl_mgmt_handler_fn): camera_register, camera_list, camera_attach,
- * camera_remove. Thread-safe; ctx is the struct ctl_relayd. */
+ * camera_remove, reload. Thread-safe; ctx is the struct ctl_relayd. */
 void ctl_relayd_handle(void *ctx, const Camrelay__MgmtRequest *req, struct ctl_mgmt_reply *rep);
 
 /* Frees d. The management server, uplink and data path must be stopped first. */

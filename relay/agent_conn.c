@@ -20,7 +20,11 @@ static const char *const state_names[] = {"idle", "handshake", "hello", "login",
 
 int rly__agent_start(struct rly_worker *w, struct rly_conn *c)
 {
-    c->ssl = SSL_new(w->relay->cfg.tls);
+    /* Under tls_lock: a reload may swap the context and drop the relay's reference on the
+     * old one between reading the pointer and SSL_new taking the SSL's reference. */
+    pthread_mutex_lock(&w->relay->tls_lock);
+    c->ssl = SSL_new(w->relay->tls);
+    pthread_mutex_unlock(&w->relay->tls_lock);
     if (!c->ssl)
         return -ENOMEM;
     BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
@@ -184,7 +188,8 @@ static void on_proof(struct rly_worker *w, struct rly_conn *c, Camrelay__AuthPro
     c->state = RLY_AGENT_TUNNEL;
     c->deadline_ms = 0;
     c->last_rx_ms = now;
-    c->next_ping_ms = now + w->relay->cfg.keepalive_ms;
+    c->keepalive_ms = atomic_load_explicit(&r->keepalive_ms, memory_order_relaxed);
+    c->next_ping_ms = now + c->keepalive_ms;
     rly__camera_set_online(w, cam, me, c->addr);
     /* A reconnecting camera replaces its old tunnel at once: the old one may be a dead TCP
      * connection the relay has not noticed yet. */
@@ -197,7 +202,7 @@ static void on_proof(struct rly_worker *w, struct rly_conn *c, Camrelay__AuthPro
 
     Camrelay__Frame f = CAMRELAY__FRAME__INIT;
     Camrelay__TunnelWelcome wel = CAMRELAY__TUNNEL_WELCOME__INIT;
-    wel.keepalive_ms = w->relay->cfg.keepalive_ms;
+    wel.keepalive_ms = c->keepalive_ms;
     wel.site_addr = c->addr;
     f.body_case = CAMRELAY__FRAME__BODY_TUNNEL_WELCOME;
     f.tunnel_welcome = &wel;
@@ -447,7 +452,7 @@ void rly__agent_on_sent(struct rly_worker *w, struct rly_conn *c)
 
 void rly__agent_tick(struct rly_worker *w, struct rly_conn *c, uint64_t now)
 {
-    uint32_t keepalive = w->relay->cfg.keepalive_ms;
+    uint32_t keepalive = c->keepalive_ms;
     if (c->deadline_ms && now > c->deadline_ms) {
         cr_info("agent %s: timed out in state %s", c->addr, state_names[c->state]);
         rly__conn_close(w, c, "timeout");

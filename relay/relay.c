@@ -47,6 +47,11 @@ int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
     r->cfg = *cfg;
     if (!r->cfg.keepalive_ms)
         r->cfg.keepalive_ms = 5000;
+    atomic_init(&r->keepalive_ms, r->cfg.keepalive_ms);
+    pthread_mutex_init(&r->tls_lock, NULL);
+    r->tls = cfg->tls;
+    if (r->tls)
+        SSL_CTX_up_ref(r->tls);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     r->n_workers = cfg->workers ? cfg->workers : (unsigned)(cores > 0 ? cores : 1);
     if (r->n_workers > 256)
@@ -87,6 +92,8 @@ int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
 
 out_free_relay:
     free(fds);
+    SSL_CTX_free(r->tls);
+    pthread_mutex_destroy(&r->tls_lock);
     pthread_barrier_destroy(&r->ready);
     pthread_mutex_destroy(&r->lock);
     free(r->workers);
@@ -133,10 +140,27 @@ void rly_relay_stop(struct rly_relay *r)
         }
     }
     free(r->workers);
+    SSL_CTX_free(r->tls); /* every connection (and its SSL) is gone by now */
+    pthread_mutex_destroy(&r->tls_lock);
     pthread_barrier_destroy(&r->ready);
     pthread_mutex_destroy(&r->lock);
     cr_wipe(r->ticket_key, sizeof(r->ticket_key));
     free(r);
+}
+
+void rly_relay_set_tls(struct rly_relay *r, SSL_CTX *tls)
+{
+    SSL_CTX_up_ref(tls);
+    pthread_mutex_lock(&r->tls_lock);
+    SSL_CTX *old = r->tls;
+    r->tls = tls;
+    pthread_mutex_unlock(&r->tls_lock);
+    SSL_CTX_free(old); /* live SSLs made from it hold their own references */
+}
+
+void rly_relay_set_keepalive(struct rly_relay *r, uint32_t keepalive_ms)
+{
+    atomic_store(&r->keepalive_ms, keepalive_ms ? keepalive_ms : 5000);
 }
 
 uint16_t rly_relay_external_port(struct rly_relay *r)
@@ -215,6 +239,32 @@ int rly_relay_camera_status(struct rly_relay *r, const char *serial,
     }
     pthread_mutex_unlock(&r->lock);
     return rc;
+}
+
+unsigned rly_relay_camera_foreach(struct rly_relay *r, rly_camera_fn fn, void *ctx)
+{
+    struct rly_camera_status st;
+    unsigned n = 0;
+    pthread_mutex_lock(&r->lock);
+    for (unsigned i = 0; i < r->n_workers; i++) {
+        struct rly_worker *w = &r->workers[i];
+        for (uint32_t k = 0; k < w->n_cameras; k++) {
+            struct rly_camera *cam = &w->cameras[k];
+            if (!cam->in_use)
+                continue;
+            memset(&st, 0, sizeof(st));
+            st.online = cam->tunnel >= 0;
+            memcpy(st.site_addr, cam->site_addr, sizeof(st.site_addr));
+            st.last_seen_unix = cam->last_seen_unix;
+            st.bytes_relayed = atomic_load_explicit(&cam->bytes_relayed, memory_order_relaxed);
+            st.open_streams = atomic_load_explicit(&cam->open_streams, memory_order_relaxed);
+            st.data_path = rly_relay_data_path(r);
+            fn(ctx, cam->serial, &st);
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    return n;
 }
 
 void rly_relay_counters(struct rly_relay *r, struct rly_counters *out)

@@ -22,8 +22,8 @@ typedef void (*rly_event_fn)(void *ctx, const char *serial, int online, const ch
 struct rly_config {
     const char *relay_name;      /* in tickets */
     const char *listen_external; /* "host:port" for agents (TLS) */
-    SSL_CTX *tls;                /* server context (borrowed; outlives the relay) */
-    uint32_t keepalive_ms;       /* ping interval on control tunnels */
+    SSL_CTX *tls;                /* server context (the relay takes its own reference) */
+    uint32_t keepalive_ms;       /* ping interval on control tunnels (0 = 5000) */
     uint32_t max_conns;          /* connection slots per worker (pool sized at start) */
     uint32_t workers;            /* worker threads, one io_uring each; 0 = one per core */
     rly_event_fn on_event;
@@ -64,6 +64,16 @@ uint16_t rly_relay_external_port(struct rly_relay *relay);
 /* Stops the workers, closes every connection and listener, frees the relay. */
 void rly_relay_stop(struct rly_relay *relay);
 
+/* Replaces the server context for connections accepted from now on (a reload with a renewed
+ * certificate); connections already open keep theirs. Takes its own reference on tls (the
+ * caller keeps its own) and drops the one on the context it replaces, which lives on until its
+ * last connection is gone. Any thread. */
+void rly_relay_set_tls(struct rly_relay *relay, SSL_CTX *tls);
+
+/* Sets the ping interval (ms, 0 = 5000) for tunnels that come up from now on; live tunnels
+ * keep the interval they were told in their welcome. Any thread. */
+void rly_relay_set_keepalive(struct rly_relay *relay, uint32_t keepalive_ms);
+
 /* Sets the key the dispatcher signs this relay's tickets with (32 bytes). Any thread. */
 void rly_relay_set_ticket_key(struct rly_relay *relay, const uint8_t key[32]);
 
@@ -84,6 +94,14 @@ int rly_relay_camera_del(struct rly_relay *relay, const char *serial);
 /* Copies a camera's live status. Returns 0 or -ENOENT. Any thread. */
 int rly_relay_camera_status(struct rly_relay *relay, const char *serial,
                             struct rly_camera_status *out);
+
+/* Calls fn for every camera the data path knows, with its live status (as
+ * rly_relay_camera_status), under the relay's lock: fn must be quick and must not call back
+ * into the relay. One pass over the camera tables instead of a look-up per camera, for a
+ * control plane that samples every camera each second. Returns how many cameras were seen.
+ * Any thread. */
+typedef void (*rly_camera_fn)(void *ctx, const char *serial, const struct rly_camera_status *st);
+unsigned rly_relay_camera_foreach(struct rly_relay *relay, rly_camera_fn fn, void *ctx);
 
 /* Relay-wide counters for status output and tests. */
 struct rly_counters {

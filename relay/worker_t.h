@@ -71,6 +71,8 @@ struct rly_conn {
     int fd;
     int32_t peer;        /* paired connection index, -1 = none */
     int32_t camera;      /* camera index, -1 = none */
+    uint32_t keepalive_ms; /* tunnels: the interval told in their welcome (a reload changes
+                              only new tunnels'); fills the padding before ssl */
     SSL *ssl;            /* agents only */
     struct rly_buf in;   /* recorders: received plaintext (agents receive into ring buffers) */
     struct rly_buf out;  /* bytes to send: ciphertext (agents) or plaintext (recorders) */
@@ -168,7 +170,14 @@ struct rly_worker {
 };
 
 struct rly_relay {
-    struct rly_config cfg;
+    struct rly_config cfg;      /* cfg.tls and cfg.keepalive_ms are start values: see below */
+    /* The server context new agent connections use, replaced by rly_relay_set_tls. The relay
+     * holds its own reference; each SSL holds one too, so a replaced context lives until its
+     * last connection is freed. tls_lock covers reading it plus SSL_new (per accepted
+     * connection, not per I/O) against a swap freeing the old one in between. */
+    pthread_mutex_t tls_lock;
+    SSL_CTX *tls;
+    _Atomic uint32_t keepalive_ms; /* for tunnels that come up from now on */
     struct rly_worker *workers; /* one per core; a camera belongs to one (rly__owner) */
     unsigned n_workers;
     pthread_barrier_t ready;    /* every ring exists before any worker hands over */

@@ -14,6 +14,8 @@ PACKAGES=(
     haproxy gnuplot-nox
     # packaging: make deb, make image, tests/e2e/test_image.sh, tests/packaging/test_deb.sh
     debhelper lintian debootstrap qemu-system-x86 e2fsprogs
+    # the status page's end-to-end test (headless): tests/e2e/test_status_page.sh
+    chromium
 )
 
 missing=()

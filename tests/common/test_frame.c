@@ -512,6 +512,14 @@ static void build_mgmt_relay_list(Camrelay__Frame *f)
     m->relay_list = &op;
 }
 
+static void build_mgmt_reload(Camrelay__Frame *f)
+{
+    static Camrelay__CameraSelect op = CAMRELAY__CAMERA_SELECT__INIT;
+    Camrelay__MgmtRequest *m = mgmt_request(f);
+    m->op_case = CAMRELAY__MGMT_REQUEST__OP_RELOAD;
+    m->reload = &op; /* no argument: the serial stays "" */
+}
+
 static void build_mgmt_reply(Camrelay__Frame *f)
 {
     static Camrelay__Endpoint ep[4];
@@ -723,6 +731,10 @@ static void check_body(const Camrelay__Frame *w, const Camrelay__Frame *g)
         case CAMRELAY__MGMT_REQUEST__OP_RELAY_LIST:
             assert_string_equal(a->relay_list->serial, b->relay_list->serial);
             break;
+        case CAMRELAY__MGMT_REQUEST__OP_RELOAD:
+            assert_non_null(b->reload);
+            assert_string_equal(a->reload->serial, b->reload->serial);
+            break;
         default:
             fail_msg("unexpected op_case %d", (int)a->op_case);
         }
@@ -803,6 +815,7 @@ static const struct sample samples[] = {
     {"mgmt_request_camera_remove", "mgmt_request", build_mgmt_camera_remove},
     {"mgmt_request_account_add", "mgmt_request", build_mgmt_account_add},
     {"mgmt_request_relay_list", "mgmt_request", build_mgmt_relay_list},
+    {"mgmt_request_reload", "mgmt_request", build_mgmt_reload},
     {"mgmt_reply", "mgmt_reply", build_mgmt_reply},
     {"mgmt_reply_empty_lists", "mgmt_reply", build_mgmt_reply_empty},
 };
@@ -1196,6 +1209,39 @@ static uint64_t rng(void)
 #define FUZZ_SEED 0x63616d72656c6179ull /* "camrelay" */
 #define FUZZ_MAX_BODY 8192
 
+/* 1 if m or a message inside it kept an unknown field numbered 0. protobuf-c 1.4.1 rejects a
+ * one-byte tag 0 but accepts an overlong varint spelling of it (0x80 0x00) and keeps it as an
+ * unknown field, which it then re-encodes as the one-byte form its own decoder refuses. */
+static int has_tag0_unknown(const ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return 1;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[i];
+        const char *p = (const char *)m + fd->offset;
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            uint32_t c = *(const uint32_t *)(const void *)((const char *)m + fd->quantifier_offset);
+            if (c != fd->id)
+                continue;
+        }
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(const void *)((const char *)m + fd->quantifier_offset);
+            for (size_t k = 0; k < n; k++)
+                if (has_tag0_unknown((*(ProtobufCMessage *const *const *)(const void *)p)[k]))
+                    return 1;
+        } else {
+            const ProtobufCMessage *sub = *(ProtobufCMessage *const *)(const void *)p;
+            if (sub && has_tag0_unknown(sub))
+                return 1;
+        }
+    }
+    return 0;
+}
+
 /* Checks a successfully decoded frame: a valid body, re-encodes, decodes to the same thing. */
 static void fuzz_check_decoded(Camrelay__Frame *f)
 {
@@ -1204,6 +1250,8 @@ static void fuzz_check_decoded(Camrelay__Frame *f)
     const char *name = cr_frame_body_name(f);
     assert_string_not_equal(name, "none");
     assert_string_not_equal(name, "unknown");
+    if (has_tag0_unknown(&f->base))
+        return; /* protobuf-c's own round trip fails here (above); nothing of ours to check */
     size_t need = cr_frame_encoded_size(f);
     uint8_t *buf = malloc(need);
     assert_non_null(buf);
