@@ -99,6 +99,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* nothing to reload yet; a stray HUP must not stop dispatching */
 
     struct ctl_dispatch_config cfg = {
         .listen = fl.listen,

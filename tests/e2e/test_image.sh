@@ -16,7 +16,7 @@ set -euo pipefail
 # checks that the agents' TLS port (8443) completes a handshake and presents a certificate
 # issued by the camrelay CA. Once the metrics port exists, set METRICS_PORT to its port inside
 # the VM (here or in the environment) and the test checks `GET /metrics` on it instead.
-METRICS_PORT=${METRICS_PORT:-}
+METRICS_PORT=${METRICS_PORT:-9090} # camrelayd's http-listen in the image's camrelayd.conf
 RELAY_TLS_PORT=8443
 DISPATCH_TLS_PORT=7443
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The default capacity run of camrelay-bench (about 5 minutes): a paced ramp for camrelay and
+# haproxy-tls, bulk for every peer, 10,000 idle tunnels, 10 s of handshakes. Everything goes
+# into one JSON file (each run adds its section) and the ramp into an SVG plot.
+#
+#   bench/run-capacity.sh                 build/bench/capacity.json and capacity.svg
+#   OUT=/tmp/x PACED_PEERS=all bench/run-capacity.sh
+#
+# Environment: BIN (the program), OUT (output directory), RAMP, STEP_SECONDS, PACED_PEERS,
+# IDLE_TUNNELS, NOTE (stored with the machine description). Exit status: 1 if any run failed;
+# the other runs still happen.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+BIN=${BIN:-build/bin/camrelay-bench}
+OUT=${OUT:-build/bench}
+RAMP=${RAMP:-100:200:1500}
+STEP_SECONDS=${STEP_SECONDS:-5}
+PACED_PEERS=${PACED_PEERS:-camrelay,haproxy-tls}
+IDLE_TUNNELS=${IDLE_TUNNELS:-10000}
+NOTE=${NOTE:-"$(nproc) cores, shared build machine: other jobs run at the same time (noisy)"}
+
+if [ ! -x "$BIN" ]; then
+    make "$BIN" || exit 1
+fi
+if ! command -v haproxy >/dev/null; then
+    echo "run-capacity: haproxy is not installed (scripts/install-deps.sh)" >&2
+    exit 1
+fi
+mkdir -p "$OUT"
+rm -f "$OUT/capacity.json" "$OUT/capacity.svg"
+JSON="$OUT/capacity.json"
+status=0
+
+run() {
+    echo "+ $*"
+    "$@" || status=1
+    echo
+}
+
+run "$BIN" --mode paced --peer "$PACED_PEERS" --ramp "$RAMP" --seconds "$STEP_SECONDS" \
+    --json "$JSON" --plot "$OUT/capacity.svg" --note "$NOTE"
+run "$BIN" --mode bulk --peer all --seconds "$STEP_SECONDS" --json "$JSON" --note "$NOTE"
+run "$BIN" --mode idle --streams "$IDLE_TUNNELS" --json "$JSON" --note "$NOTE"
+run "$BIN" --mode handshakes --seconds 10 --json "$JSON" --note "$NOTE"
+
+echo "run-capacity: results in $JSON and $OUT/capacity.svg"
+exit $status
