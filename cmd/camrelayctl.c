@@ -474,6 +474,61 @@ static int cmd_reload(const struct args *a)
     return 0;
 }
 
+/* Index of a `size` command word that only global flags precede, or 0. */
+static int size_command_at(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "size") == 0)
+            return i;
+        if (strncmp(argv[i], "--", 2) != 0)
+            return 0;
+        int idx;
+        const char *name = argv[i] + 2, *eq = strchr(name, '=');
+        const struct flag *f = find_flag(name, eq ? (size_t)(eq - name) : strlen(name), &idx);
+        if (!f)
+            return 0;
+        if (f->has_value && !eq)
+            i++;
+    }
+    return 0;
+}
+
+/* size --live: every camera's measured bitrate and public address, from the relay. */
+static int live_fetch(void *ctx, struct ctl_size_measured **out, size_t *n, FILE *err)
+{
+    const struct args *a = ctx;
+    Camrelay__MgmtRequest req = CAMRELAY__MGMT_REQUEST__INIT;
+    Camrelay__CameraSelect sel = CAMRELAY__CAMERA_SELECT__INIT;
+    Camrelay__Frame *reply = NULL;
+
+    sel.serial = "";
+    req.op_case = CAMRELAY__MGMT_REQUEST__OP_CAMERA_LIST;
+    req.camera_list = &sel;
+    if (call(a, 0, &req, &reply))
+        return -1; /* call() said why */
+    const Camrelay__MgmtReply *r = reply->mgmt_reply;
+    struct ctl_size_measured *m = cr_xcalloc(r->n_cameras, sizeof(*m));
+    for (size_t i = 0; i < r->n_cameras; i++) {
+        const Camrelay__CameraInfo *ci = r->cameras[i];
+        snprintf(m[i].camera, sizeof(m[i].camera), "%s", ci->serial);
+        /* The site is the camera's public IP: strip the port (and IPv6 brackets). */
+        const char *addr = ci->site_addr ? ci->site_addr : "";
+        const char *start = addr[0] == '[' ? addr + 1 : addr;
+        const char *end = addr[0] == '[' ? strchr(start, ']') : strrchr(start, ':');
+        size_t len = end ? (size_t)(end - start) : strlen(start);
+        if (len >= sizeof(m[i].site))
+            len = sizeof(m[i].site) - 1;
+        memcpy(m[i].site, start, len);
+        m[i].kbps = ci->bitrate_bps / 1000.0;
+    }
+    if (r->message && *r->message)
+        fprintf(err, "camrelayctl: %s\n", r->message);
+    *n = r->n_cameras;
+    *out = m;
+    cr_frame_free(reply);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct args a;
@@ -481,15 +536,21 @@ int main(int argc, char **argv)
 
     memset(&a, 0, sizeof(a));
     signal(SIGPIPE, SIG_IGN);
-    /* `size` has its own flags and needs no daemon: hand it the rest of the line, keeping
-     * a global --json given before it. */
-    int json_first = argc > 2 && strcmp(argv[1], "--json") == 0;
-    if (argc > 1 + json_first && strcmp(argv[1 + json_first], "size") == 0) {
-        if (!json_first)
-            return ctl_size_main(argc - 1, argv + 1);
-        argv[1] = "size";
-        argv[2] = "--json";
-        return ctl_size_main(argc - 1, argv + 1);
+    /* `size` has its own flags: the global flags before it say which relay --live asks. */
+    int k = size_command_at(argc, argv);
+    if (k > 0) {
+        rc = parse_args(k, argv, &a);
+        if (rc)
+            return rc == 1 ? 0 : rc;
+        if (!a.relay_socket)
+            a.relay_socket = "/run/camrelay/relay.sock";
+        if (a.json) { /* a global --json means size's --json */
+            argv[k - 1] = "size";
+            argv[k] = "--json";
+            k--;
+        }
+        struct ctl_size_live_source src = {.fetch = live_fetch, .ctx = &a};
+        return ctl_size_main(argc - k, argv + k, &src);
     }
     rc = parse_args(argc, argv, &a);
     if (rc == 1) {

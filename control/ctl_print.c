@@ -167,6 +167,7 @@ static json_t *camera_json(const Camrelay__CameraInfo *ci)
     rc |= put(o, "endpoints", eps);
     rc |= put(o, "recorder", json_string(ci->recorder));
     rc |= put(o, "bytes_relayed", json_integer((json_int_t)ci->bytes_relayed));
+    rc |= put(o, "bitrate_bps", json_real(ci->bitrate_bps));
     rc |= put(o, "open_streams", json_integer(ci->open_streams));
     rc |= put(o, "relay", json_string(ci->relay));
     rc |= put(o, "synced", json_boolean(ci->synced));

@@ -344,6 +344,7 @@ static void fill_info(struct ctl_relayd *d, Camrelay__CameraInfo *ci, const stru
     ctl_mgmt_str(&ci->relay, d->name);
     ci->synced = cam->synced != 0;
     ctl_mgmt_str(&ci->data_path, have && st.data_path ? st.data_path : "");
+    ci->bitrate_bps = online ? ctl__relayd_bitrate(d, cam->serial) : 0;
 }
 
 /* Adds serial's CameraInfo to rep. Returns 0, -ENOENT, or -errno. */

@@ -58,6 +58,9 @@ struct ctl_relayd {
 /* Index of serial in d->cams, or where it would go (*found = 0). cams_lock held. */
 size_t ctl__relayd_cams_find(const struct ctl_relayd *d, const char *serial, int *found);
 
+/* The camera's smoothed relayed bitrate (bits/s), 0 if unknown. Takes cams_lock. */
+double ctl__relayd_bitrate(struct ctl_relayd *d, const char *serial);
+
 /* Adds every registered camera's CameraInfo to rep, as `camrelayctl camera list` gets them
  * (ordered by serial). Returns 0 or -errno (a registry failure; rep then says so). */
 int ctl__relayd_list(struct ctl_relayd *d, struct ctl_mgmt_reply *rep);

@@ -65,7 +65,7 @@ void ctl_relayd_sample(struct ctl_relayd *d, uint64_t now_ms)
     free(sv.v);
 }
 
-static double bitrate_of(struct ctl_relayd *d, const char *serial)
+double ctl__relayd_bitrate(struct ctl_relayd *d, const char *serial)
 {
     int found;
     double bps = 0;
@@ -104,7 +104,7 @@ static void snapshot_take(struct ctl_relayd *d, struct snapshot *s)
     for (size_t i = 0; i < n; i++) {
         const Camrelay__CameraInfo *ci = s->rep.msg.cameras[i];
         s->cams[i].info = ci;
-        s->cams[i].bitrate_bps = bitrate_of(d, ci->serial);
+        s->cams[i].bitrate_bps = ctl__relayd_bitrate(d, ci->serial);
         int st = ctl_status_state(ci->state);
         if (st >= 0)
             s->sum.by_state[st]++;

@@ -255,6 +255,7 @@ enum csv_col {
     COL_FPS,
     COL_STREAMS,
     COL_LINK,
+    COL_ADDRESS,
     COL_COUNT,
 };
 
@@ -269,9 +270,10 @@ static const struct {
     [COL_FPS] = {"fps", 0},
     [COL_STREAMS] = {"streams_per_camera", 0},
     [COL_LINK] = {"link", 0},
+    [COL_ADDRESS] = {"address", 0},
 };
 
-#define CSV_HEADER_HINT "name,cameras,kbps,uplink_kbps[,fps,streams_per_camera,link]"
+#define CSV_HEADER_HINT "name,cameras,kbps,uplink_kbps[,fps,streams_per_camera,link,address]"
 
 struct csv_ctx {
     const char *label;
@@ -531,7 +533,9 @@ static int csv_row(struct csv_ctx *c, char **fields, int nf, struct ctl_size_sit
         csv_whole(c, "fps", col_val(c, fields, COL_FPS), 1, MAX_FPS, 0, &s->fps) ||
         csv_whole(c, "streams_per_camera", col_val(c, fields, COL_STREAMS), 1,
                   MAX_STREAMS_PER_CAMERA, 1, &s->streams_per_camera) ||
-        csv_text(c, "link", col_val(c, fields, COL_LINK), 0, s->link, sizeof(s->link)))
+        csv_text(c, "link", col_val(c, fields, COL_LINK), 0, s->link, sizeof(s->link)) ||
+        csv_text(c, "address", col_val(c, fields, COL_ADDRESS), 0, s->address,
+                 sizeof(s->address)))
         return -EINVAL;
     return 0;
 }
@@ -968,7 +972,8 @@ void ctl_size_usage(FILE *f)
         "  --uplink-kbps N          each site's usable upstream, kbit/s (checked if given)\n"
         "Plan from a file:\n"
         "  --csv FILE               one site per row after a header row:\n"
-        "                           name,cameras,kbps,uplink_kbps[,fps,streams_per_camera,link]\n"
+        "                           name,cameras,kbps,uplink_kbps[,fps,streams_per_camera,link,\n"
+        "                           address]  (address: the site's public IP, for --live)\n"
         "                           columns in any order; '#' lines skipped; - reads stdin\n"
         "Figures:\n"
         "  --headroom PCT           spare capacity on top of the traffic (default 25)\n"
@@ -979,9 +984,12 @@ void ctl_size_usage(FILE *f)
         "  --plot FILE              central downstream and relay load against sites 1..N:\n"
         "                           FILE.svg written directly, FILE.png through gnuplot\n"
         "  --all                    list every site (default: the first 20)\n"
+        "  --live                   then compare with what the relay measures per camera\n"
+        "                           (camrelayctl asks the relay: --relay-socket/--relay)\n"
         "  -h, --help               this text\n"
         "\n"
-        "Exit status: 0 every site fits, 1 some site's uplink is too small,\n"
+        "Exit status: 0 every site fits, 1 some site's uplink is too small (or, with\n"
+        "--live, some camera sends more than planned),\n"
         "2 usage or input error.\n",
         f);
 }
@@ -1000,6 +1008,7 @@ enum {
     OPT_JSON,
     OPT_PLOT,
     OPT_ALL,
+    OPT_LIVE,
 };
 
 struct size_args {
@@ -1007,7 +1016,7 @@ struct size_args {
     double kbps, uplink, headroom, overhead;
     int have_sites, have_cameras, have_kbps, have_flags;
     const char *csv, *bench, *plot;
-    int json, all;
+    int json, all, live;
 };
 
 static int arg_whole(const char *opt, const char *val, uint64_t lo, uint64_t hi, uint64_t *out,
@@ -1051,6 +1060,7 @@ static int parse_args(int argc, char **argv, struct size_args *a, FILE *err)
         {"json", no_argument, NULL, OPT_JSON},
         {"plot", required_argument, NULL, OPT_PLOT},
         {"all", no_argument, NULL, OPT_ALL},
+        {"live", no_argument, NULL, OPT_LIVE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1115,6 +1125,9 @@ static int parse_args(int argc, char **argv, struct size_args *a, FILE *err)
         case OPT_ALL:
             a->all = 1;
             break;
+        case OPT_LIVE:
+            a->live = 1;
+            break;
         case 'h':
             return 1;
         default: {
@@ -1171,7 +1184,48 @@ static int load_plan(const struct size_args *a, struct ctl_size_plan *plan, FILE
     return rc;
 }
 
+/* --live: what the relay measures now against the plan. Cameras are matched to the plan's
+ * sites by their public address (the CSV's `address` column); a plan from flags has one
+ * per-camera figure for all. Returns the number of flagged cameras, or -1 after a message. */
+static int live_check(struct ctl_size_plan *plan, const struct ctl_size_live_source *src,
+                      int from_csv, FILE *out, FILE *err)
+{
+    struct ctl_size_measured *m = NULL;
+    size_t n = 0;
+    if (!src || !src->fetch) {
+        fprintf(err, "camrelayctl size: --live needs a relay to ask (camrelayctl's "
+                     "--relay-socket or --relay)\n");
+        return -1;
+    }
+    if (src->fetch(src->ctx, &m, &n, err) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!from_csv) {
+            m[i].site[0] = '\0';
+            continue;
+        }
+        for (size_t k = 0; k < plan->n_sites; k++) {
+            if (plan->sites[k].address[0] && strcmp(plan->sites[k].address, m[i].site) == 0) {
+                snprintf(m[i].site, sizeof(m[i].site), "%s", plan->sites[k].name);
+                break;
+            }
+        }
+    }
+    fprintf(out, "\nlive: %zu camera%s measured by the relay\n", n, n == 1 ? "" : "s");
+    int flagged = ctl_size_compare_live(plan, m, n, out);
+    if (flagged == 0)
+        fprintf(out, "live: every camera within %g%% of its plan\n", CTL_SIZE_LIVE_TOLERANCE_PCT);
+    free(m);
+    return flagged;
+}
+
 int ctl_size_run(int argc, char **argv, FILE *out, FILE *err)
+{
+    return ctl_size_run_live(argc, argv, out, err, NULL);
+}
+
+int ctl_size_run_live(int argc, char **argv, FILE *out, FILE *err,
+                      const struct ctl_size_live_source *src)
 {
     struct ctl_size_plan plan;
     struct size_args a;
@@ -1212,12 +1266,19 @@ int ctl_size_run(int argc, char **argv, FILE *out, FILE *err)
         goto out_free_plan;
     }
     status = plan.n_short ? 1 : 0;
+    if (a.live) {
+        int flagged = live_check(&plan, src, a.csv != NULL, out, err);
+        if (flagged < 0)
+            status = 2;
+        else if (flagged > 0)
+            status = 1;
+    }
 out_free_plan:
     ctl_size_plan_free(&plan);
     return status;
 }
 
-int ctl_size_main(int argc, char **argv)
+int ctl_size_main(int argc, char **argv, const struct ctl_size_live_source *src)
 {
-    return ctl_size_run(argc, argv, stdout, stderr);
+    return ctl_size_run_live(argc, argv, stdout, stderr, src);
 }

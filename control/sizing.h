@@ -43,6 +43,8 @@
 struct ctl_size_site {
     char name[CTL_SIZE_NAME_MAX];
     char link[CTL_SIZE_LINK_MAX];   /* "" when not given */
+    char address[CTL_SIZE_NAME_MAX]; /* the site's public IP as the relay sees it ("" = none):
+                                        how --live matches cameras to sites */
     uint32_t line;                  /* CSV line number, 0 for sites made from flags */
     uint32_t cameras;
     uint32_t streams_per_camera;    /* >= 1 */
@@ -117,10 +119,20 @@ struct ctl_size_measured {
  * status: 0 every site fits, 1 the plan was computed but some site's uplink is too small,
  * 2 usage error or bad input (nothing else printed to stdout). Main thread only (getopt).
  */
-int ctl_size_main(int argc, char **argv);
+/* Where --live gets its measurements: fetch fills *m (owned by the caller afterwards, free())
+ * with one entry per camera, site = the camera's public IP (no port). 0 or -1 after a
+ * message on err. */
+struct ctl_size_live_source {
+    int (*fetch)(void *ctx, struct ctl_size_measured **m, size_t *n, FILE *err);
+    void *ctx;
+};
+int ctl_size_main(int argc, char **argv, const struct ctl_size_live_source *src);
 
 /* ctl_size_main with explicit output streams (tests). Borrows out and err. */
 int ctl_size_run(int argc, char **argv, FILE *out, FILE *err);
+/* The same with a --live source (NULL: --live is refused). */
+int ctl_size_run_live(int argc, char **argv, FILE *out, FILE *err,
+                      const struct ctl_size_live_source *src);
 
 /* Writes the usage text. */
 void ctl_size_usage(FILE *f);

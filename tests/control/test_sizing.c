@@ -955,6 +955,71 @@ static void test_sizing_fuzz_bench_json(void **state)
     fclose(devnull);
 }
 
+/* What a relay would report: two cameras at shop-1 (198.51.100.7), one of them 40% over its
+ * plan, and one camera from an address no site of the plan has. */
+static int fake_fetch(void *ctx, struct ctl_size_measured **m, size_t *n, FILE *err)
+{
+    (void)ctx;
+    (void)err;
+    static const struct { const char *site, *camera; double kbps; } rows[] = {
+        {"198.51.100.7", "CAM-A", 480},
+        {"198.51.100.7", "CAM-B", 700},
+        {"203.0.113.9", "CAM-X", 300},
+    };
+    *m = calloc(3, sizeof(**m));
+    assert_non_null(*m);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf((*m)[i].site, sizeof((*m)[i].site), "%s", rows[i].site);
+        snprintf((*m)[i].camera, sizeof((*m)[i].camera), "%s", rows[i].camera);
+        (*m)[i].kbps = rows[i].kbps;
+    }
+    *n = 3;
+    return 0;
+}
+
+static void test_sizing_live_matches_cameras_to_sites_by_address(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/camrelay-test-live-XXXXXX", path[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/sites.csv", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("name,cameras,kbps,uplink_kbps,address\nshop-1,2,500,4000,198.51.100.7\n"
+          "shop-2,2,500,4000,198.51.100.8\n",
+          f);
+    fclose(f);
+
+    char *outp = NULL, *errp = NULL;
+    size_t ol = 0, el = 0;
+    FILE *out = open_memstream(&outp, &ol), *err = open_memstream(&errp, &el);
+    struct ctl_size_live_source src = {.fetch = fake_fetch};
+    char *argv[] = {"size", "--csv", path, "--live", NULL};
+    int status = ctl_size_run_live(4, argv, out, err, &src);
+    fclose(out);
+    fclose(err);
+    assert_int_equal(status, 1); /* two cameras flagged */
+    assert_non_null(strstr(outp, "live: 3 cameras measured"));
+    assert_non_null(strstr(outp, "CAM-B (site shop-1)"));
+    assert_null(strstr(outp, "CAM-A ("));                 /* within plan: not flagged */
+    assert_non_null(strstr(outp, "CAM-X: site '203.0.113.9' is not in the plan"));
+
+    /* Without a relay to ask, --live is a usage error. */
+    free(outp);
+    free(errp);
+    out = open_memstream(&outp, &ol);
+    err = open_memstream(&errp, &el);
+    status = ctl_size_run_live(4, argv, out, err, NULL);
+    fclose(out);
+    fclose(err);
+    assert_int_equal(status, 2);
+    assert_non_null(strstr(errp, "--live needs a relay"));
+    free(outp);
+    free(errp);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -972,6 +1037,7 @@ int main(void)
         cmocka_unit_test(test_sizing_usage_errors),
         cmocka_unit_test(test_sizing_fuzz_csv),
         cmocka_unit_test(test_sizing_fuzz_bench_json),
+        cmocka_unit_test(test_sizing_live_matches_cameras_to_sites_by_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -104,6 +104,17 @@ n=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_r
 [ "$n" -ge $((3 * FPS - 2)) ] || fail "the 3 s recording has $n frames"
 pass "3 s recorded from $rtsp through the relay: $n frames"
 
+# Sizing against what the relay measures (the bitrate is smoothed over ~5 s, so it is still
+# well above zero right after the recording): a generous plan fits, a 50 kbit/s plan does not.
+ctl size --sites 1 --cameras-per-site 2 --kbps 4000 --live >"$T/live-ok.txt" ||
+    { cat "$T/live-ok.txt"; fail "size --live flagged cameras against a 4 Mbit/s plan"; }
+grep -q "live: 2 cameras measured" "$T/live-ok.txt" || fail "size --live did not measure 2 cameras: $(cat "$T/live-ok.txt")"
+if ctl size --sites 1 --cameras-per-site 2 --kbps 50 --live >"$T/live-over.txt"; then
+    fail "size --live did not flag the recorded camera against a 50 kbit/s plan"
+fi
+grep -q "camera CAMS-0001.*over plan" "$T/live-over.txt" || fail "size --live: $(cat "$T/live-over.txt")"
+pass "size --live: the recorded camera is within a 4 Mbit/s plan and flagged against 50 kbit/s"
+
 # ------------------------------------------------------------- the page, as a person sees it
 chrome --dump-dom "http://$H:9090/" >"$T/dom.html" || { tail -n 20 "$T/chromium.log"; fail "chromium could not load the status page"; }
 [ -s "$T/dom.html" ] || fail "chromium rendered an empty page"
@@ -245,7 +256,7 @@ ctl --json camera list >"$T/ctl.json"
 "$PYTHON" - "$T/api.json" "$T/ctl.json" <<'PY' || fail "/api/cameras differs from camrelayctl --json camera list"
 import json, sys
 api, cli = (json.load(open(p)) for p in sys.argv[1:3])
-live = {"bytes_relayed", "last_seen_unix", "open_streams"}  # may move between the two reads
+live = {"bytes_relayed", "last_seen_unix", "open_streams", "bitrate_bps"}  # move between reads
 strip = lambda l: [{k: v for k, v in c.items() if k not in live} for c in l]
 if strip(api) != strip(cli) or [sorted(c) for c in api] != [sorted(c) for c in cli]:
     print(json.dumps(api, indent=1), json.dumps(cli, indent=1), sep="\n", file=sys.stderr)
