@@ -23,6 +23,7 @@ struct cap_opts {
     unsigned peers;                 /* bit per enum cap_peer_kind */
     uint32_t ramp_start, ramp_step, ramp_max; /* --streams N is N:0:N */
     uint32_t fps, workers, gen_threads, concurrency;
+    uint32_t batch_wait_us; /* the relay's rly_config.batch_wait_us, as camrelayd's default */
     double kbps, seconds, budget_ms;
     const char *json, *plot, *haproxy_cfg, *note;
     int progress;

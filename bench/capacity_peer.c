@@ -174,7 +174,8 @@ static void relay_child(const struct cap_opts *o, uint32_t max_conns, const uint
     snprintf(key, sizeof(key), "%s/server.key", g_tmpdir);
     SSL_CTX *ctx = cr_tls_server_ctx(cert, key, err, sizeof(err));
     struct rly_config cfg = {.relay_name = "bench", .listen_external = "127.0.0.1:0", .tls = ctx,
-                             .keepalive_ms = 600000, .max_conns = max_conns, .workers = o->workers};
+                             .keepalive_ms = 600000, .max_conns = max_conns, .workers = o->workers,
+                             .batch_wait_us = o->batch_wait_us};
     if (!ctx || rly_relay_start(&cfg, &r) < 0)
         _exit(2);
     uint16_t port = rly_relay_external_port(r);

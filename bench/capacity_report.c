@@ -303,6 +303,7 @@ static json_t *paced_json(const struct cap_results *r)
     json_object_set_new(cfg, "ramp", json_pack("[III]", (json_int_t)o->ramp_start,
                                                (json_int_t)o->ramp_step, (json_int_t)o->ramp_max));
     json_object_set_new(cfg, "workers", jint(r->workers));
+    json_object_set_new(cfg, "relay_batch_wait_us", jint(o->batch_wait_us));
     json_object_set_new(cfg, "generator_threads", jint(o->gen_threads));
     json_object_set_new(j, "config", cfg);
     for (int p = 0; p < CAP_N_PEERS; p++) {

@@ -57,6 +57,7 @@ static const char usage[] =
     "  --latency-budget-ms MS  p99 added latency a step may have (200); every frame above it is\n"
     "                          late, and a passing step has none late or lost\n"
     "  --workers N             relay workers and haproxy threads (default: one per core)\n"
+    "  --batch-wait-us N       relay: completion batching wait (camrelayd's default 500)\n"
     "  --gen-threads N         load generator threads, 1 or 2 (default 1: on a small machine a\n"
     "                          second thread competes with the peer for the cores)\n"
     "  --concurrency N         handshakes: logins in flight (default 32)\n"
@@ -128,6 +129,7 @@ static int parse_args(int argc, char **argv, struct cap_opts *o)
         {"concurrency", 1, NULL, 'c'},  {"json", 1, NULL, 'j'},
         {"plot", 1, NULL, 'P'},         {"haproxy-cfg", 1, NULL, 'H'},
         {"note", 1, NULL, 'N'},         {"progress", 0, NULL, 'v'},
+        {"batch-wait-us", 1, NULL, 'B'},
         {"help", 0, NULL, 'h'},         {NULL, 0, NULL, 0}};
     int c, streams_given = 0, bad = 0;
     char *a, *b;
@@ -164,6 +166,7 @@ static int parse_args(int argc, char **argv, struct cap_opts *o)
         case 'b': bad |= parse_pos(optarg, &o->budget_ms) < 0; break;
         case 'w': bad |= parse_u32(optarg, 1, 256, &o->workers) < 0; break;
         case 'g': bad |= parse_u32(optarg, 1, 2, &o->gen_threads) < 0; break;
+        case 'B': bad |= parse_u32(optarg, 0, 100000, &o->batch_wait_us) < 0; break;
         case 'c': bad |= parse_u32(optarg, 1, 4096, &o->concurrency) < 0; break;
         case 'j': o->json = optarg; break;
         case 'P': o->plot = optarg; break;
@@ -514,6 +517,7 @@ int main(int argc, char **argv)
 {
     struct cap_opts o = {.mode = CAP_PACED, .peers = 1u << CAP_CAMRELAY, .ramp_start = 100,
                          .ramp_max = 100, .fps = 8, .gen_threads = 1, .concurrency = 32,
+                         .batch_wait_us = 500,
                          .kbps = 500, .seconds = 10, .budget_ms = 200};
     struct verifier v;
     int header = 1, rc = 0;

@@ -57,6 +57,8 @@ struct relayd_opts {
     char *log_level;
     char *http_listen;
     long keepalive_ms;
+    long batch_wait_us;
+    long workers;
     int metrics_per_camera;
 };
 
@@ -97,6 +99,11 @@ static const struct cr_opt opts_table[] = {
     ROPT("log-level", CR_OPT_STR, log_level, "info", 0, "error, warn, info or debug"),
     {"keepalive-ms", CR_OPT_INT, offsetof(struct relayd_opts, keepalive_ms), "5000", 100, 600000,
      0, 1, "tunnel ping interval (a reload applies it to tunnels that come up afterwards)"},
+    {"batch-wait-us", CR_OPT_INT, offsetof(struct relayd_opts, batch_wait_us), "500", 0, 100000,
+     0, 0, "data path: wait up to this long to handle completions in batches (less CPU under "
+           "load, at most this much added latency; 0 = off)"},
+    {"workers", CR_OPT_INT, offsetof(struct relayd_opts, workers), "0", 0, 256, 0, 0,
+     "data path worker threads, one io_uring each (0 = one per core)"},
     OPT("http-listen", CR_OPT_STR, http_listen, "127.0.0.1:9090", 0,
         "internal plain-HTTP port: status page /, /metrics, /api/cameras (\"\" = off; keep it "
         "on a trusted network)"),
@@ -758,7 +765,8 @@ int main(int argc, char **argv)
         .tls = r.server_tls,
         .keepalive_ms = (uint32_t)r.o.keepalive_ms,
         .max_conns = 0, /* the data path's default pool size per worker */
-        .workers = 0,   /* one per core */
+        .workers = (uint32_t)r.o.workers,
+        .batch_wait_us = (uint32_t)r.o.batch_wait_us,
         .on_event = ctl_relayd_on_event,
         .event_ctx = r.ctl,
     };
