@@ -554,6 +554,7 @@ static void build_mgmt_reply(Camrelay__Frame *f)
         cams[i].relay = "relay-1";
         cams[i].synced = 1;
         cams[i].data_path = i ? "userspace-tls" : "ktls";
+        cams[i].bitrate_bps = 512000.5 * (i + 1);
         cams_p[i] = &cams[i];
 
         relays[i] = (Camrelay__RelayInfo)CAMRELAY__RELAY_INFO__INIT;
@@ -764,6 +765,7 @@ static void check_body(const Camrelay__Frame *w, const Camrelay__Frame *g)
             assert_int_equal(ca->open_streams, cb->open_streams);
             assert_string_equal(ca->relay, cb->relay);
             assert_int_equal(ca->synced, cb->synced);
+            assert_true(ca->bitrate_bps == cb->bitrate_bps);
             assert_string_equal(ca->data_path, cb->data_path);
         }
         assert_int_equal(a->n_relays, b->n_relays);
