@@ -34,10 +34,8 @@ static void unlink_pending(struct rly_worker *w, struct rly_camera *cam, struct 
 void rly__recorder_start(struct rly_worker *w, struct rly_conn *rec, struct rly_conn *listener)
 {
     struct rly_camera *cam = rly__camera(w, listener->camera);
-    if (!cam || rly__buf_take(w, &rec->in) < 0 || rly__buf_take(w, &rec->out) < 0) {
-        cr_warn("recorder %s: %s, closing", rec->addr,
-                cam ? "no free buffer (relay at capacity)" : "camera removed");
-        rly__conn_close(w, rec, "no camera or no buffer");
+    if (!cam) {
+        rly__conn_close(w, rec, "camera removed");
         return;
     }
     rec->camera = listener->camera;
@@ -121,6 +119,10 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
     if (rly__agent_send_frame(w, data, &f) < 0)
         return -EPROTO;
     /* Bytes the agent sent right behind its hello are already stream bytes. */
+    if (data->frame.len && rly__buf_take(w, &rec->out) < 0) {
+        *why = "relay out of buffers";
+        return -ENOBUFS;
+    }
     if (data->frame.len) {
         memcpy(rec->out.mem, data->frame.mem, data->frame.len);
         rec->out.off = 0;
@@ -168,6 +170,10 @@ void rly__stream_agent_readable(struct rly_worker *w, struct rly_conn *data)
         return;
     if (rec->out.len || rec->send_busy || rec->eof_sent)
         return; /* backpressure: the recorder has not taken the last buffer yet */
+    if (rly__buf_take(w, &rec->out) < 0) {
+        data->starved = 1; /* the tick tries again; the agent's bytes wait in TCP meanwhile */
+        return;
+    }
     int n = SSL_read(data->ssl, rec->out.mem, RLY_PLAIN_CAP);
     if (n > 0) {
         rec->out.off = 0;
@@ -177,6 +183,7 @@ void rly__stream_agent_readable(struct rly_worker *w, struct rly_conn *data)
     }
     int e = SSL_get_error(data->ssl, n);
     ERR_clear_error();
+    rly__buf_give(w, &rec->out); /* nothing decrypted: a quiet stream holds no buffer */
     if (e == SSL_ERROR_WANT_READ && !data->read_eof) {
         rly__post_recv(w, data);
         return;
@@ -199,49 +206,50 @@ void rly__stream_agent_drained(struct rly_worker *w, struct rly_conn *data)
     struct rly_conn *rec = rly__conn(w, data->peer);
     if (!rec || rec->closing)
         return;
-    if (!rec->read_eof && rec->in.len == 0)
-        rly__post_recv(w, rec);
+    if (!rec->read_eof)
+        rly__post_recv(w, rec); /* the recorder's last bytes have left: read it again */
     check_done(w, data, rec);
 }
 
-void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, int res)
+void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, const uint8_t *data,
+                           int len)
 {
-    struct rly_conn *data = rly__conn(w, rec->peer);
-    if (res < 0) {
-        rly__conn_close(w, rec, strerror(-res));
+    struct rly_conn *dc = rly__conn(w, rec->peer);
+    if (len < 0) {
+        rly__conn_close(w, rec, strerror(-len));
         return;
     }
-    if (!data || data->closing) {
+    if (!dc || dc->closing) {
         rly__conn_close(w, rec, "no data connection");
         return;
     }
     struct rly_camera *cam = rly__camera(w, rec->camera);
-    if (res == 0) {
+    if (len == 0) {
         /* The recorder finished sending: close_notify to the agent, keep the other way. */
         rec->read_eof = 1;
-        SSL_shutdown(data->ssl);
+        SSL_shutdown(dc->ssl);
         ERR_clear_error();
-        data->eof_sent = 1;
-        rly__agent_flush(w, data);
-        check_done(w, data, rec);
+        dc->eof_sent = 1;
+        rly__agent_flush(w, dc);
+        check_done(w, dc, rec);
         return;
     }
-    if (SSL_write(data->ssl, rec->in.mem, res) != res) {
+    if (SSL_write(dc->ssl, data, len) != len) {
         ERR_clear_error();
         rly__conn_close(w, rec, "TLS write to the data connection failed");
         return;
     }
-    rec->in.len = 0;
-    rec->bytes += (uint64_t)res;
+    rec->bytes += (uint64_t)len;
     if (cam)
-        atomic_fetch_add_explicit(&cam->bytes_relayed, (uint64_t)res, memory_order_relaxed);
-    atomic_fetch_add_explicit(&w->relay->counters.bytes_relayed, (uint64_t)res,
+        atomic_fetch_add_explicit(&cam->bytes_relayed, (uint64_t)len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->relay->counters.bytes_relayed, (uint64_t)len,
                               memory_order_relaxed);
-    rly__agent_flush(w, data); /* the next recorder read waits for this to leave */
+    rly__agent_flush(w, dc); /* the next recorder read waits for this to leave */
 }
 
 void rly__recorder_on_sent(struct rly_worker *w, struct rly_conn *rec)
 {
+    rly__buf_give(w, &rec->out); /* sent: taken again when the agent's next bytes come */
     struct rly_conn *data = rly__conn(w, rec->peer);
     if (!data)
         return;

@@ -88,7 +88,9 @@ void rly__stream_failed(struct rly_worker *w, struct rly_camera *cam, uint64_t s
                         const char *reason);
 void rly__stream_agent_readable(struct rly_worker *w, struct rly_conn *data);
 void rly__stream_agent_drained(struct rly_worker *w, struct rly_conn *data);
-void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, int res);
+/* data/len: the recorder's bytes (borrowed ring buffer), or len <= 0: EOF or -errno. */
+void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, const uint8_t *data,
+                           int len);
 void rly__recorder_on_sent(struct rly_worker *w, struct rly_conn *rec);
 void rly__recorder_tick(struct rly_worker *w, struct rly_conn *rec, uint64_t now);
 void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c);

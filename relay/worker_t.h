@@ -74,7 +74,6 @@ struct rly_conn {
     uint32_t keepalive_ms; /* tunnels: the interval told in their welcome (a reload changes
                               only new tunnels'); fills the padding before ssl */
     SSL *ssl;            /* agents only */
-    struct rly_buf in;   /* recorders: received plaintext (agents receive into ring buffers) */
     struct rly_buf out;  /* bytes to send: ciphertext (agents) or plaintext (recorders) */
     struct rly_buf frame; /* agents before pairing: decrypted control frames */
     uint64_t deadline_ms; /* handshake/hello/auth/open deadline; 0 = none */
