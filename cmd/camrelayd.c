@@ -147,23 +147,6 @@ static int config_error(const char *fmt, ...)
     return -EINVAL;
 }
 
-static int name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '-';
-}
-
-static int valid_name(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!name_char(s[i]))
-            return 0;
-    return 1;
-}
-
 /* "host:port" or "[v6]:port" with a port 1..65535; the host is not resolved (public names
  * need not resolve here). any_host: ":port" (all addresses) is fine too. */
 static int host_port_ok(const char *s, int any_host)
@@ -227,29 +210,6 @@ static int readable(const char *flag, const char *path)
     return 0;
 }
 
-/* mkdir -p for the directory part of path. */
-static int make_parent_dir(const char *path, mode_t mode)
-{
-    char dir[1024];
-    if (cr_strlcpy(dir, path, sizeof(dir)) < 0)
-        return -ENAMETOOLONG;
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0;
-    *slash = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, mode) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(dir, mode) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 static int parse_port_range(struct relayd *r)
 {
     const char *s = r->o.port_range;
@@ -283,7 +243,7 @@ static int parse_services(struct relayd *r)
             t++;
         if (!*t)
             continue;
-        if (!valid_name(t, 15)) {
+        if (!cr_name_valid(t, 15)) {
             rc = config_error("--services: \"%s\" is not a service name (1 to 15 characters of "
                               "A-Z a-z 0-9 . _ : -)",
                               t);
@@ -333,7 +293,7 @@ static int check_config(struct relayd *r)
     if (cr_log_set_level_name(o->log_level) < 0)
         return config_error("--log-level must be error, warn, info or debug (got \"%s\")",
                             o->log_level);
-    if (!valid_name(o->name, 63))
+    if (!cr_name_valid(o->name, 63))
         return config_error("--name must be 1 to 63 characters of A-Z a-z 0-9 . _ : - (got \"%s\")",
                             o->name);
     if (check_addr_list("public-addr", o->public_addr) < 0)
@@ -727,7 +687,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    rc = make_parent_dir(r.o.db, 0750);
+    rc = cr_mkdir_parents(r.o.db, 0750);
     if (rc == 0)
         rc = ctl_registry_open(r.o.db, &r.reg);
     if (rc < 0) {

@@ -8,17 +8,8 @@
 
 int cr_auth_start_check(const Camrelay__AuthStart *start)
 {
-    if (!start || !start->identity)
+    if (!start || !cr_name_valid(start->identity, 63))
         return -EBADMSG;
-    size_t n = strlen(start->identity);
-    if (n == 0 || n > 63)
-        return -EBADMSG;
-    for (size_t i = 0; i < n; i++) {
-        char c = start->identity[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-'))
-            return -EBADMSG;
-    }
     if (start->client_nonce.len < CR_AUTH_NONCE_MIN || start->client_nonce.len > CR_AUTH_NONCE_MAX)
         return -EBADMSG;
     return 0;

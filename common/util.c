@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void out_of_memory(size_t n)
@@ -94,6 +95,42 @@ int cr_strlcpy(char *dst, const char *src, size_t cap)
     }
     memcpy(dst, src, n + 1);
     return 0;
+}
+
+int cr_name_valid(const char *s, size_t max)
+{
+    size_t n = s ? strnlen(s, max + 1) : 0;
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int cr_mkdir_parents(const char *path, unsigned mode)
+{
+    char dir[1024];
+    if (cr_strlcpy(dir, path, sizeof(dir)) < 0)
+        return -ENAMETOOLONG;
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char end = *p;
+        *p = '\0';
+        if (mkdir(dir, (mode_t)mode) < 0 && errno != EEXIST)
+            return -errno;
+        if (!end)
+            return 0;
+        *p = '/';
+    }
 }
 
 int cr_memeq_ct(const void *a, const void *b, size_t len)

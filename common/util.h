@@ -33,6 +33,15 @@ int cr_strlcpy(char *dst, const char *src, size_t cap);
 /* Compares two byte strings in constant time; 1 if equal. */
 int cr_memeq_ct(const void *a, const void *b, size_t len);
 
+/* The names camrelay accepts from users and the network (serials, relay and recorder names,
+ * service names): 1..max bytes of [A-Za-z0-9._:-], safe in logs, paths, URLs, HTML and SQL
+ * without escaping. Returns 1 if s is such a name. */
+int cr_name_valid(const char *s, size_t max);
+
+/* mkdir -p of the directory that holds path (the last component is not created), new
+ * directories with mode. Returns 0 or -errno. */
+int cr_mkdir_parents(const char *path, unsigned mode);
+
 /* Zeroes key material in a way the compiler may not elide. */
 void cr_wipe(void *buf, size_t len);
 

@@ -26,20 +26,6 @@
 #define CONN_STACK_SIZE (512 * 1024) /* BoringSSL + SQLite + protobuf-c need far less */
 #define REFUSE_LOG_INTERVAL_MS 1000
 
-int ctl__dispatch_name_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= CTL_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 size_t ctl__dispatch_split(char *s, char **out, size_t cap)
 {
     size_t n = 0;

@@ -93,8 +93,7 @@ void ctl__dispatch_wake(struct ctl_dispatch *d, const char *serial);
 /* 1 if the relay account has a live link. Any thread; takes d->lock. */
 int ctl__dispatch_relay_online(struct ctl_dispatch *d, const char *name);
 
-/* 1 if s is a valid serial / account name: 1..63 bytes of [A-Za-z0-9._:-]. */
-int ctl__dispatch_name_ok(const char *s);
+
 
 /* Splits a comma-separated list in place: fills out[0..cap) with pointers into s (empty
  * items skipped) and returns how many. */

@@ -28,7 +28,7 @@ static void account_add(struct ctl_dispatch *d, const Camrelay__AccountAdd *a,
     size_t plen = a->password ? strlen(a->password) : 0;
 
     rep->status = CAMRELAY__STATUS__ERR_BAD_REQUEST;
-    if (!ctl__dispatch_name_ok(a->name)) {
+    if (!cr_name_valid(a->name, CTL_NAME_MAX - 1)) {
         snprintf(msg, cap, "relay account name must be 1..63 characters of [A-Za-z0-9._:-]");
         return;
     }

@@ -102,7 +102,7 @@ static void note(int *status, char *msg, size_t cap, int st, const char *text)
 
 static int record_ok(const Camrelay__CameraRecord *rec)
 {
-    return ctl__dispatch_name_ok(rec->serial) && rec->salt.len == CR_AUTH_SALT_LEN &&
+    return cr_name_valid(rec->serial, CTL_NAME_MAX - 1) && rec->salt.len == CR_AUTH_SALT_LEN &&
            rec->stored_key.len == CR_AUTH_KEY_LEN && rec->iterations >= CR_AUTH_ITERATIONS_MIN &&
            rec->iterations <= CR_AUTH_ITERATIONS_MAX;
 }
@@ -122,7 +122,7 @@ static int handle_sync(struct relay_link *rl, const Camrelay__SyncCameras *s)
         const Camrelay__CameraRecord *rec = s->cameras[i];
         struct ctl_camera cur, cam;
 
-        if (!ctl__dispatch_name_ok(rec->serial)) {
+        if (!cr_name_valid(rec->serial, CTL_NAME_MAX - 1)) {
             snprintf(text, sizeof(text), "camera record %zu: serial must be 1..63 of "
                      "[A-Za-z0-9._:-]", i);
             note(&status, msg, sizeof(msg), CAMRELAY__STATUS__ERR_BAD_REQUEST, text);
@@ -198,7 +198,7 @@ static int handle_unregister(struct relay_link *rl, const Camrelay__UnregisterCa
     int status = CAMRELAY__STATUS__OK;
 
     msg[0] = '\0';
-    if (!ctl__dispatch_name_ok(u->serial))
+    if (!cr_name_valid(u->serial, CTL_NAME_MAX - 1))
         return send_ack(rl, u->seq, CAMRELAY__STATUS__ERR_BAD_REQUEST,
                         "serial must be 1..63 of [A-Za-z0-9._:-]");
     pthread_mutex_lock(&d->sync_lock);

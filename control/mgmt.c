@@ -48,29 +48,6 @@ struct ctl_mgmt {
     int stopping;
 };
 
-/* mkdir -p of path's parent directory. Returns 0 or -errno. */
-static int make_parent_dir(const char *path)
-{
-    char dir[512];
-    if (cr_strlcpy(dir, path, sizeof(dir)) < 0)
-        return -ENAMETOOLONG;
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0;
-    *slash = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 /* "unix pid 123 uid 0" for log lines about a Unix-socket peer. */
 static void unix_peer_name(int fd, char *buf, size_t cap)
 {
@@ -375,7 +352,7 @@ int ctl_mgmt_start(const struct ctl_mgmt_config *cfg, struct ctl_mgmt **out, cha
     }
 
     if (cfg->unix_path) {
-        rc = make_parent_dir(cfg->unix_path);
+        rc = cr_mkdir_parents(cfg->unix_path, 0755);
         if (rc < 0) {
             snprintf(err, errlen, "cannot create the directory of %s: %s", cfg->unix_path,
                      strerror(-rc));

@@ -27,21 +27,6 @@
 
 /* ---- small helpers ---- */
 
-/* The registry's name rules: 1..63 bytes of [A-Za-z0-9._:-]. */
-static int valid_name(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= CTL_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 /* "host:port", bracketing an IPv6 literal. */
 static void join_host_port(char *buf, size_t cap, const char *host, unsigned port)
 {
@@ -261,7 +246,7 @@ static void persist_event(struct ctl_relayd *d, const struct relayd_event *e)
     uint64_t base = 0;
     const char *site = e->site_addr[0] ? e->site_addr : NULL;
 
-    if (!valid_name(e->serial))
+    if (!cr_name_valid(e->serial, CTL_NAME_MAX - 1))
         return;
     cams_base(d, e->serial, &base);
     /* The data path logs tunnels up and down itself; this is the registry's side. */
@@ -386,7 +371,7 @@ static void unknown_serial(struct ctl_mgmt_reply *rep, const char *serial)
 
 static int check_serial(struct ctl_mgmt_reply *rep, const char *serial)
 {
-    if (valid_name(serial))
+    if (cr_name_valid(serial, CTL_NAME_MAX - 1))
         return 0;
     ctl_mgmt_reply_set(rep, CAMRELAY__STATUS__ERR_BAD_REQUEST,
                        "serial must be 1 to 63 characters of A-Z a-z 0-9 . _ : -");
@@ -546,7 +531,7 @@ static void op_attach(struct ctl_relayd *d, const Camrelay__CameraAttach *a,
 
     if (check_serial(rep, a->serial) < 0)
         return;
-    if (*recorder && !valid_name(recorder)) {
+    if (*recorder && !cr_name_valid(recorder, CTL_NAME_MAX - 1)) {
         ctl_mgmt_reply_set(rep, CAMRELAY__STATUS__ERR_BAD_REQUEST,
                            "recorder name must be 1 to 63 characters of A-Z a-z 0-9 . _ : -");
         return;

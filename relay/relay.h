@@ -26,8 +26,8 @@ struct rly_config {
     uint32_t keepalive_ms;       /* ping interval on control tunnels (0 = 5000) */
     uint32_t max_conns;          /* connection slots per worker (pool sized at start) */
     uint32_t workers;            /* worker threads, one io_uring each; 0 = one per core */
-    uint32_t batch_wait_us;      /* a worker with many streams waits up to this long for a
-                                    batch of completions (fewer wake-ups under load, at most
+    uint32_t batch_wait_us;      /* a busy worker (over 20,000 completions/s) waits up to this
+                                    long for a batch of completions (fewer wake-ups, at most
                                     this much added latency); 0 = every completion at once */
     rly_event_fn on_event;
     void *event_ctx;

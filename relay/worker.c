@@ -17,6 +17,8 @@
 
 #define RING_ENTRIES 4096
 #define RLY_BATCH_CQES 32 /* a batch worth waking up for */
+/* Completions per second above which gathering batches pays: ~10 per 500 us window. */
+#define RLY_BATCH_MIN_RATE 20000
 
 int rly__buf_take(struct rly_worker *w, struct rly_buf *b)
 {
@@ -343,6 +345,12 @@ static void on_send(struct rly_worker *w, struct rly_conn *c, int res)
 static void on_tick(struct rly_worker *w)
 {
     uint64_t now = cr_now_ms();
+    uint64_t done = atomic_load_explicit(&w->stat_completions, memory_order_relaxed);
+    /* Batch when completions come fast and from many streams: a few busy streams' round
+     * trips would each pay the wait (one bulk stream fell from 6.9 to 2.5 Gbit/s). */
+    w->batching = (done - w->tick_completions) * (1000 / RLY_TICK_MS) >= RLY_BATCH_MIN_RATE &&
+                  atomic_load_explicit(&w->stat_streams, memory_order_relaxed) >= RLY_BATCH_CQES;
+    w->tick_completions = done;
     for (uint32_t i = 0; i < w->n_conns; i++) {
         struct rly_conn *c = &w->conns[i];
         if (c->closing)
@@ -633,19 +641,19 @@ static void *worker_main(void *arg)
     struct __kernel_timespec batch_wait = {.tv_sec = 0, .tv_nsec = (long long)wait_us * 1000};
     while (!w->stopping) {
         struct io_uring_cqe *cqe;
-        if (batch_wait.tv_nsec &&
-            atomic_load_explicit(&w->stat_streams, memory_order_relaxed) >= RLY_BATCH_CQES) {
-            /* Many streams: wake up for a batch or after batch_wait_us, so one wake-up handles
-             * many completions (measured: a third less CPU per relayed GB). With few streams
-             * every completion is handled at once: a lone stream's round trips must not wait
-             * for company. */
+        /* Sleep until there is work. Then, when completions come fast (w->batching, judged
+         * every tick), gather more for up to batch_wait_us so one wake-up handles a batch
+         * (measured: a third less CPU per relayed GB at 2,500 streams). An idle worker is
+         * never woken by the batch timer, and at low rates every completion is handled at
+         * once: there a batch would only add latency and a second system call. */
+        rc = io_uring_submit_and_wait(&w->ring, 1);
+        if (rc >= 0 && batch_wait.tv_nsec && w->batching &&
+            io_uring_cq_ready(&w->ring) < RLY_BATCH_CQES) {
             struct io_uring_cqe *first;
             rc = io_uring_submit_and_wait_timeout(&w->ring, &first, RLY_BATCH_CQES, &batch_wait,
                                                   NULL);
             if (rc == -ETIME)
                 rc = 0;
-        } else {
-            rc = io_uring_submit_and_wait(&w->ring, 1);
         }
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
             cr_err("io_uring wait failed: %s", strerror(-rc));

@@ -164,6 +164,8 @@ struct rly_worker {
     struct __kernel_timespec tick;
     uint64_t next_stream_id;
     int stopping;
+    int batching;              /* completions come fast enough to gather them in batches */
+    uint64_t tick_completions; /* stat_completions at the last tick */
     pthread_t thread;
     char scratch[RLY_PLAIN_CAP]; /* decrypt target for frames; never held across calls */
 };
