@@ -101,6 +101,7 @@ asan:
 bench: $(PROGRAMS)
 	$(Q)bench/run-micro.sh
 	$(Q)bench/run-capacity.sh
+	$(Q)bench/run-restart.sh
 
 install: $(PROGRAMS)
 	install -d $(DESTDIR)$(PREFIX)/bin
