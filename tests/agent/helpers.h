@@ -2,7 +2,6 @@
 #ifndef TESTS_AGENT_HELPERS_H
 #define TESTS_AGENT_HELPERS_H
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -16,6 +15,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "tests/support/support.h"
 
 /* A readable region whose end touches a PROT_NONE page: reading one byte past the data that
  * guarded_place() put at its end faults at once. */
@@ -131,9 +132,8 @@ static inline bool clips_make(struct clips *c)
     char *annexb[] = {"ffmpeg", "-nostdin", "-v", "error", "-y", "-i", c->mp4, "-c", "copy",
                       "-bsf:v", "h264_mp4toannexb", "-f", "h264", c->h264, NULL};
 
-    snprintf(c->dir, sizeof(c->dir), "/tmp/camrelay-agt-XXXXXX");
     c->ok = false;
-    if (!mkdtemp(c->dir))
+    if (test_tmpdir(c->dir, sizeof(c->dir)) < 0)
         return false;
     snprintf(c->mp4, sizeof(c->mp4), "%s/clip.mp4", c->dir);
     snprintf(c->mp4_fast, sizeof(c->mp4_fast), "%s/clip-fast.mp4", c->dir);
@@ -143,23 +143,10 @@ static inline bool clips_make(struct clips *c)
     return c->ok;
 }
 
-/* Removes every file in the temp dir (flat), then the dir. */
+/* Removes the clips' temp dir. */
 static inline void clips_remove(struct clips *c)
 {
-    DIR *d = opendir(c->dir);
-    struct dirent *e;
-    char path[512];
-
-    if (!d)
-        return;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", c->dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(c->dir);
+    test_rmtree(c->dir);
 }
 
 #endif

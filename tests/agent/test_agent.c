@@ -31,6 +31,7 @@
 #include "common/net.h"
 #include "common/tls.h"
 #include "common/util.h"
+#include "tests/support/support.h"
 
 static char tmpdir[64];
 static int have_certs;
@@ -974,30 +975,14 @@ static void test_agent_dispatch_then_relay(void **state)
 
 static int group_setup(void **state)
 {
-    char cmd[2048];
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/camrelay-agent-test-XXXXXX");
-    if (!mkdtemp(tmpdir))
+    if (test_tmpdir(tmpdir, sizeof(tmpdir)) < 0)
         return -1;
     snprintf(ca_pem, sizeof(ca_pem), "%s/ca.pem", tmpdir);
-    snprintf(srv_pem, sizeof(srv_pem), "%s/srv.pem", tmpdir);
-    snprintf(srv_key, sizeof(srv_key), "%s/srv.key", tmpdir);
-    snprintf(cmd, sizeof(cmd),
-             "cd %s && "
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-             "-keyout ca.key -out ca.pem -days 2 -subj /CN=agent-test-ca && "
-             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-             "-keyout srv.key -out srv.csr -subj /CN=127.0.0.1 && "
-             "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n"
-             "extendedKeyUsage=serverAuth\\n' > ext.cnf && "
-             "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-             "-out srv.pem -days 2 -extfile ext.cnf",
-             tmpdir);
-    if (access("/usr/bin/openssl", X_OK) == 0) {
-        char quiet[2200];
-        snprintf(quiet, sizeof(quiet), "( %s ) >/dev/null 2>&1", cmd);
-        have_certs = system(quiet) == 0;
-    }
+    snprintf(srv_pem, sizeof(srv_pem), "%s/server.pem", tmpdir);
+    snprintf(srv_key, sizeof(srv_key), "%s/server.key", tmpdir);
+    have_certs = access("/usr/bin/openssl", X_OK) == 0 &&
+                 test_certs_make(tmpdir, "IP:127.0.0.1") == 0;
     if (!have_certs)
         print_message("openssl CLI missing or failed: TLS tests will be skipped "
                       "(apt-get install openssl)\n");
@@ -1006,10 +991,9 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    char cmd[128];
     (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    test_rmtree(tmpdir);
+    return 0;
 }
 
 int main(void)

@@ -643,8 +643,7 @@ static int group_setup(void **state)
     struct agt_sim_config cfg = {.fps = 20, .name = "sim-test"};
 
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/camrelay-agt-XXXXXX");
-    if (!mkdtemp(tmpdir))
+    if (test_tmpdir(tmpdir, sizeof(tmpdir)) < 0)
         return -1;
     snprintf(small_clip, sizeof(small_clip), "%s/small.h264", tmpdir);
     snprintf(big_clip, sizeof(big_clip), "%s/big.h264", tmpdir);

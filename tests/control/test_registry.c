@@ -1,7 +1,6 @@
 /* Unit tests for control/registry.c: round trips, port allocation, persistence, hostile input. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <sqlite3.h>
@@ -17,6 +16,7 @@
 #include <cmocka.h>
 
 #include "control/registry.h"
+#include "tests/support/support.h"
 
 /* Each test gets its own directory (removed afterwards) and an open registry in it. */
 struct fixture {
@@ -25,26 +25,19 @@ struct fixture {
     struct ctl_registry *reg;
 };
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
 
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    const char *tmp = getenv("TMPDIR");
-
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof(fx->dir), "%s/camrelay-registry-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(fx->dir)) {
+    if (test_tmpdir(fx->dir, sizeof(fx->dir)) < 0) {
         free(fx);
         return -1;
     }
     snprintf(fx->path, sizeof(fx->path), "%s/registry.db", fx->dir);
     if (ctl_registry_open(fx->path, &fx->reg) != 0) {
-        nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+        test_rmtree(fx->dir);
         free(fx);
         return -1;
     }
@@ -57,7 +50,7 @@ static int teardown(void **state)
     struct fixture *fx = *state;
 
     ctl_registry_close(fx->reg);
-    nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rmtree(fx->dir);
     free(fx);
     return 0;
 }

@@ -980,8 +980,8 @@ static int fake_fetch(void *ctx, struct ctl_size_measured **m, size_t *n, FILE *
 static void test_sizing_live_matches_cameras_to_sites_by_address(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/camrelay-test-live-XXXXXX", path[128];
-    assert_non_null(mkdtemp(dir));
+    char dir[128], path[192];
+    assert_int_equal(test_tmpdir(dir, sizeof(dir)), 0);
     snprintf(path, sizeof(path), "%s/sites.csv", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -1016,8 +1016,7 @@ static void test_sizing_live_matches_cameras_to_sites_by_address(void **state)
     assert_non_null(strstr(errp, "--live needs a relay"));
     free(outp);
     free(errp);
-    unlink(path);
-    rmdir(dir);
+    test_rmtree(dir);
 }
 
 int main(void)
