@@ -57,7 +57,7 @@ static const char usage[] =
     "  --latency-budget-ms MS  p99 added latency a step may have (200); every frame above it is\n"
     "                          late, and a passing step has none late or lost\n"
     "  --workers N             relay workers and haproxy threads (default: one per core)\n"
-    "  --batch-wait-us N       relay: completion batching wait (camrelayd's default 500)\n"
+    "  --batch-wait-us N       relay: completion batching wait (camrelayd's default 1000)\n"
     "  --gen-threads N         load generator threads, 1 or 2 (default 1: on a small machine a\n"
     "                          second thread competes with the peer for the cores)\n"
     "  --concurrency N         handshakes: logins in flight (default 32)\n"
@@ -517,7 +517,7 @@ int main(int argc, char **argv)
 {
     struct cap_opts o = {.mode = CAP_PACED, .peers = 1u << CAP_CAMRELAY, .ramp_start = 100,
                          .ramp_max = 100, .fps = 8, .gen_threads = 1, .concurrency = 32,
-                         .batch_wait_us = 500,
+                         .batch_wait_us = 1000,
                          .kbps = 500, .seconds = 10, .budget_ms = 200};
     struct verifier v;
     int header = 1, rc = 0;

@@ -60,6 +60,7 @@ struct relayd_opts {
     long batch_wait_us;
     long workers;
     int metrics_per_camera;
+    int allow_plain_data;
 };
 
 /* reloadable = 1: SIGHUP and `camrelayctl reload` apply a new value without a restart (see
@@ -99,11 +100,14 @@ static const struct cr_opt opts_table[] = {
     ROPT("log-level", CR_OPT_STR, log_level, "info", 0, "error, warn, info or debug"),
     {"keepalive-ms", CR_OPT_INT, offsetof(struct relayd_opts, keepalive_ms), "5000", 100, 600000,
      0, 1, "tunnel ping interval (a reload applies it to tunnels that come up afterwards)"},
-    {"batch-wait-us", CR_OPT_INT, offsetof(struct relayd_opts, batch_wait_us), "500", 0, 100000,
+    {"batch-wait-us", CR_OPT_INT, offsetof(struct relayd_opts, batch_wait_us), "1000", 0, 100000,
      0, 0, "data path: wait up to this long to handle completions in batches (less CPU under "
            "load, at most this much added latency; 0 = off)"},
     {"workers", CR_OPT_INT, offsetof(struct relayd_opts, workers), "0", 0, 256, 0, 0,
      "data path worker threads, one io_uring each (0 = one per core)"},
+    OPT("allow-plain-data", CR_OPT_BOOL, allow_plain_data, "false", 0,
+        "accept plaintext data connections from agents (data_plain) and splice them: only "
+        "for sites whose link is already private (VPN, private APN); tunnels stay TLS"),
     OPT("http-listen", CR_OPT_STR, http_listen, "127.0.0.1:9090", 0,
         "internal plain-HTTP port: status page /, /metrics, /api/cameras (\"\" = off; keep it "
         "on a trusted network)"),
@@ -727,6 +731,7 @@ int main(int argc, char **argv)
         .max_conns = 0, /* the data path's default pool size per worker */
         .workers = (uint32_t)r.o.workers,
         .batch_wait_us = (uint32_t)r.o.batch_wait_us,
+        .allow_plain_data = r.o.allow_plain_data,
         .on_event = ctl_relayd_on_event,
         .event_ctx = r.ctl,
     };

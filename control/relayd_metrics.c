@@ -220,9 +220,16 @@ static void render_metrics(struct ctl_relayd *d, struct ctl_text *t)
     counter(t, "camrelay_handovers_total", "Agent connections moved to their camera's worker "
             "after the hello.", c->handovers);
     ctl_metrics_family(t, "camrelay_data_path_info", CTL_METRIC_GAUGE,
-                       "The record layer relaying the bytes (always 1; the label says which).");
+                       "The path new TLS data connections take (always 1; the label says "
+                       "which: ktls-splice or tls-inplace).");
     ctl_metrics_u64(t, "camrelay_data_path_info", "path",
                     s.sum.data_path ? s.sum.data_path : "none", 1);
+    ctl_metrics_family(t, "camrelay_streams_by_path_total", CTL_METRIC_COUNTER,
+                       "Streams opened, by how their bytes moved: tls-inplace (our record "
+                       "layer), ktls-splice, plain-splice, tls-bio (BoringSSL, the fallback).");
+    for (unsigned i = 0; i < RLY_PATHS; i++)
+        ctl_metrics_u64(t, "camrelay_streams_by_path_total", "path", rly_path_name(i),
+                        s.counters.streams_by_path[i]);
     gauge(t, "camrelay_ktls_available", "1 when the kernel offers TLS offload (the TLS ULP).",
           (uint64_t)s.sum.ktls_available);
     if (d->relay)

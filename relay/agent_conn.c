@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/tls.h"
 #include "common/util.h"
+#include "relay/ktls.h"
 
 static const char *const state_names[] = {"idle", "handshake", "hello", "login", "tunnel", "data"};
 
@@ -45,8 +46,8 @@ void rly__agent_flush(struct rly_worker *w, struct rly_conn *c)
 {
     if (c->send_busy || c->closing)
         return;
-    BIO *wbio = SSL_get_wbio(c->ssl);
-    if (c->out.len == 0 && BIO_ctrl_pending(wbio) > 0) {
+    BIO *wbio = c->ssl ? SSL_get_wbio(c->ssl) : NULL;
+    if (c->out.len == 0 && wbio && BIO_ctrl_pending(wbio) > 0) {
         if (rly__buf_take(w, &c->out) < 0) {
             c->starved = 1; /* the ciphertext waits in the BIO until a buffer is free */
             return;
@@ -62,6 +63,17 @@ void rly__agent_flush(struct rly_worker *w, struct rly_conn *c)
 
 int rly__agent_send_frame(struct rly_worker *w, struct rly_conn *c, const Camrelay__Frame *f)
 {
+    if (c->plain) { /* a plaintext data connection: the frame goes out as it is */
+        if (rly__buf_take(w, &c->out) < 0)
+            return -ENOBUFS;
+        uint32_t at = c->out.off + c->out.len;
+        int n = cr_frame_encode(f, c->out.mem + at, c->out.cap - at);
+        if (n < 0)
+            return n;
+        c->out.len += (uint32_t)n;
+        rly__post_send(w, c);
+        return 0;
+    }
     int n = cr_frame_encode(f, (uint8_t *)w->scratch, sizeof(w->scratch));
     if (n < 0)
         return n;
@@ -255,6 +267,10 @@ static int handle_frame(struct rly_worker *w, struct rly_conn *c, Camrelay__Fram
 {
     switch (c->state) {
     case RLY_AGENT_HELLO: {
+        if (c->plain && f->body_case != CAMRELAY__FRAME__BODY_DATA_HELLO) {
+            reject_frame(w, c, f); /* control tunnels are always TLS */
+            return 0;
+        }
         const char *serial = hello_serial(f);
         if (serial && w->relay->n_workers > 1) {
             uint32_t owner = rly__owner(w->relay, serial);
@@ -263,8 +279,10 @@ static int handle_frame(struct rly_worker *w, struct rly_conn *c, Camrelay__Fram
                 return 1;
             }
         }
-        if (f->body_case == CAMRELAY__FRAME__BODY_TUNNEL_HELLO)
+        if (f->body_case == CAMRELAY__FRAME__BODY_TUNNEL_HELLO) {
+            rly_ktls_forget(c->ssl); /* a tunnel keeps BoringSSL's record layer */
             on_tunnel_hello(w, c, f->tunnel_hello);
+        }
         else if (f->body_case == CAMRELAY__FRAME__BODY_DATA_HELLO)
             on_data_hello(w, c, f->data_hello);
         else
@@ -293,6 +311,103 @@ static int handle_frame(struct rly_worker *w, struct rly_conn *c, Camrelay__Fram
     }
 }
 
+/* Handles the whole frames at the start of c->frame. Returns 1 when the connection wants
+ * more bytes, 0 when it moved on (closing, refused, handed over, or paired: then the stream's
+ * path has taken over and c->frame holds the stream bytes that followed the hello). */
+static int decode_frames(struct rly_worker *w, struct rly_conn *c)
+{
+    struct rly_buf *b = &c->frame;
+    for (;;) {
+        Camrelay__Frame *f = NULL;
+        int rc = cr_frame_decode(b->mem, b->len, RLY_FRAME_MAX_EXTERNAL, &f);
+        if (rc == 0 && b->len == RLY_PLAIN_CAP)
+            rc = -EMSGSIZE; /* cannot happen with max <= cap, kept as a guard */
+        if (rc == 0)
+            return 1;
+        if (rc < 0) {
+            atomic_fetch_add(&w->relay->counters.frames_rejected, 1);
+            cr_warn("agent %s: %s frame: closing", c->addr,
+                    rc == -EMSGSIZE ? "oversized" : "malformed");
+            b->len = 0;
+            refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST,
+                   rc == -EMSGSIZE ? "frame too large" : "malformed frame", 0);
+            return 0;
+        }
+        memmove(b->mem, b->mem + rc, b->len - (uint32_t)rc); /* consume before handling */
+        b->len -= (uint32_t)rc;
+        if (!handle_frame(w, c, f))
+            cr_frame_free(f);
+        if (c->closing || c->close_after_flush || c->handover_to)
+            return 0;
+        if (c->state == RLY_AGENT_DATA) {
+            rly__stream_agent_readable(w, c); /* raw bytes from here on */
+            return 0;
+        }
+    }
+}
+
+/* A plaintext data connection before its pairing: bytes are frames as they are. */
+static void read_plain_frames(struct rly_worker *w, struct rly_conn *c, const uint8_t *data,
+                              int len)
+{
+    struct rly_buf *b = &c->frame;
+    if (len > 0) {
+        if (rly__buf_take(w, b) < 0) {
+            rly__conn_close(w, c, "relay out of buffers");
+            return;
+        }
+        if ((uint32_t)len > RLY_PLAIN_CAP - b->len) {
+            atomic_fetch_add(&w->relay->counters.frames_rejected, 1);
+            cr_warn("agent %s: more than %d bytes before DataAccepted: closing", c->addr,
+                    RLY_PLAIN_CAP);
+            b->len = 0;
+            refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST, "too much data before DataAccepted",
+                   0);
+            return;
+        }
+        memcpy(b->mem + b->len, data, (size_t)len);
+        b->len += (uint32_t)len;
+    }
+    if (b->mem && !decode_frames(w, c))
+        return;
+    if (c->read_eof) {
+        rly__conn_close(w, c, "closed by the agent");
+        return;
+    }
+    rly__buf_give(w, b); /* nothing held while waiting for the rest */
+    rly__post_recv(w, c);
+}
+
+/* The first byte of a connection on the external port: a TLS handshake record (0x16) or,
+ * where allowed, the length prefix of a plaintext DataHello frame (0x00: frames are far
+ * shorter than 16 MiB). Returns 0 to carry on, -1 when the connection was refused. */
+static int sniff(struct rly_worker *w, struct rly_conn *c, uint8_t first)
+{
+    c->sniffed = 1;
+    if (first == 0x16)
+        return 0;
+    if (first != 0x00) {
+        atomic_fetch_add(&w->relay->counters.handshake_failures, 1);
+        cr_info("agent %s: neither TLS nor a camrelay frame: closing", c->addr);
+        rly__conn_close(w, c, "not TLS");
+        return -1;
+    }
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    c->plain = 1;
+    c->state = RLY_AGENT_HELLO;
+    c->deadline_ms = cr_now_ms() + RLY_HELLO_TIMEOUT_MS;
+    if (!w->relay->cfg.allow_plain_data) {
+        atomic_fetch_add(&w->relay->counters.data_conns_refused, 1);
+        cr_warn("agent %s: plaintext data connection refused: allow_plain_data is off",
+                c->addr);
+        refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST,
+               "plaintext data connections are not enabled on this relay", 0);
+        return -1;
+    }
+    return 0;
+}
+
 /* Decrypts and handles control frames until the TLS layer needs more bytes. */
 static void read_frames(struct rly_worker *w, struct rly_conn *c)
 {
@@ -318,38 +433,20 @@ static void read_frames(struct rly_worker *w, struct rly_conn *c)
             return;
         }
         b->len += (uint32_t)n;
-        for (;;) {
-            Camrelay__Frame *f = NULL;
-            int rc = cr_frame_decode(b->mem, b->len, RLY_FRAME_MAX_EXTERNAL, &f);
-            if (rc == 0 && b->len == RLY_PLAIN_CAP)
-                rc = -EMSGSIZE; /* cannot happen with max <= cap, kept as a guard */
-            if (rc == 0)
-                break;
-            if (rc < 0) {
-                atomic_fetch_add(&w->relay->counters.frames_rejected, 1);
-                cr_warn("agent %s: %s frame: closing", c->addr,
-                        rc == -EMSGSIZE ? "oversized" : "malformed");
-                b->len = 0;
-                refuse(w, c, CAMRELAY__STATUS__ERR_BAD_REQUEST,
-                       rc == -EMSGSIZE ? "frame too large" : "malformed frame", 0);
-                return;
-            }
-            memmove(b->mem, b->mem + rc, b->len - (uint32_t)rc); /* consume before handling */
-            b->len -= (uint32_t)rc;
-            if (!handle_frame(w, c, f))
-                cr_frame_free(f);
-            if (c->closing || c->close_after_flush || c->handover_to)
-                return;
-            if (c->state == RLY_AGENT_DATA) {
-                rly__stream_agent_readable(w, c); /* raw bytes from here on */
-                return;
-            }
-        }
+        if (!decode_frames(w, c))
+            return;
     }
 }
 
 void rly__agent_on_recv(struct rly_worker *w, struct rly_conn *c, const uint8_t *data, int len)
 {
+    if (!c->sniffed && len > 0 && sniff(w, c, data[0]) < 0)
+        return;
+    if (c->plain) {
+        if (!c->close_after_flush)
+            read_plain_frames(w, c, data, len);
+        return;
+    }
     BIO *rbio = SSL_get_rbio(c->ssl);
     if (len > 0)
         BIO_write(rbio, data, len);
@@ -391,6 +488,8 @@ void rly__agent_continue(struct rly_worker *w, struct rly_conn *c)
         return;
     if (c->state == RLY_AGENT_DATA)
         rly__stream_agent_readable(w, c);
+    else if (c->plain)
+        read_plain_frames(w, c, NULL, 0);
     else
         read_frames(w, c);
     if (!c->closing)
@@ -415,6 +514,8 @@ void rly__agent_adopt(struct rly_worker *w, struct rly_handover *ho)
         return;
     }
     c->ssl = ho->ssl;
+    c->plain = (uint8_t)ho->plain;
+    c->sniffed = 1;
     memcpy(c->addr, ho->addr, sizeof(c->addr));
     if (ho->leftover_len)
         memcpy(c->frame.mem, ho->leftover, ho->leftover_len);

@@ -38,6 +38,17 @@ static int listen_all(struct rly_relay *r, int *fds)
     return 0;
 }
 
+/* The stream paths after pairing take the session's traffic keys over (kTLS or our record
+ * layer), which BoringSSL exposes only through its keylog callback: install ours. */
+static void keep_secrets(SSL_CTX *ctx)
+{
+    int rc = rly_ktls_keylog_install(ctx);
+    if (rc < 0)
+        cr_warn("cannot capture TLS traffic keys (%s): data connections will use BoringSSL's "
+                "record layer",
+                rc == -EEXIST ? "another keylog callback is installed" : strerror(-rc));
+}
+
 int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
 {
     struct rly_relay *r = cr_xcalloc(1, sizeof(*r));
@@ -50,8 +61,11 @@ int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
     atomic_init(&r->keepalive_ms, r->cfg.keepalive_ms);
     pthread_mutex_init(&r->tls_lock, NULL);
     r->tls = cfg->tls;
-    if (r->tls)
+    if (r->tls) {
         SSL_CTX_up_ref(r->tls);
+        keep_secrets(r->tls);
+    }
+    r->ktls = rly_ktls_available();
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     r->n_workers = cfg->workers ? cfg->workers : (unsigned)(cores > 0 ? cores : 1);
     if (r->n_workers > 256)
@@ -78,13 +92,16 @@ int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
         }
     }
     free(fds);
-    /* The data path is chosen at run time: kernel TLS where the kernel has the TLS ULP, the
-     * userspace record layer (BoringSSL) otherwise. */
-    if (rly_ktls_available())
-        cr_info("kernel TLS is available; this build relays through the userspace record layer");
+    /* The data path is chosen at run time: kernel TLS where the kernel has the TLS ULP, our
+     * in-place userspace record layer otherwise (relay/stream.c: choose_path). */
+    if (r->ktls)
+        cr_info("kernel TLS is available: TLS data connections are spliced through kTLS");
     else
-        cr_info("kernel TLS not available (%s): relaying through the userspace record layer",
+        cr_info("kernel TLS not available (%s): TLS data connections use the in-place "
+                "userspace record layer",
                 rly_ktls_unavailable_reason());
+    if (cfg->allow_plain_data)
+        cr_info("plaintext data connections are accepted and spliced (allow_plain_data)");
     cr_info("relay listening for agents on %s (port %u), %u worker%s", cfg->listen_external,
             rly_relay_external_port(r), r->n_workers, r->n_workers == 1 ? "" : "s");
     *out = r;
@@ -151,6 +168,7 @@ void rly_relay_stop(struct rly_relay *r)
 void rly_relay_set_tls(struct rly_relay *r, SSL_CTX *tls)
 {
     SSL_CTX_up_ref(tls);
+    keep_secrets(tls); /* before any worker makes an SSL from it */
     pthread_mutex_lock(&r->tls_lock);
     SSL_CTX *old = r->tls;
     r->tls = tls;
@@ -199,6 +217,13 @@ int rly_relay_camera_put(struct rly_relay *r, struct rly_camera_spec *spec)
 }
 
 /* Finds a camera by serial in its owner's table; caller holds r->lock. */
+/* The path of the camera's latest stream; before its first, the one a TLS stream would take. */
+static const char *camera_path(struct rly_relay *r, const struct rly_camera *cam)
+{
+    unsigned p = atomic_load_explicit(&cam->last_path, memory_order_relaxed);
+    return p ? rly_path_name(p - 1) : rly_relay_data_path(r);
+}
+
 static struct rly_camera *find_locked(struct rly_relay *r, const char *serial)
 {
     struct rly_worker *w = owner_of(r, serial);
@@ -234,7 +259,7 @@ int rly_relay_camera_status(struct rly_relay *r, const char *serial,
         out->last_seen_unix = cam->last_seen_unix;
         out->bytes_relayed = atomic_load_explicit(&cam->bytes_relayed, memory_order_relaxed);
         out->open_streams = atomic_load_explicit(&cam->open_streams, memory_order_relaxed);
-        out->data_path = rly_relay_data_path(r);
+        out->data_path = camera_path(r, cam);
         rc = 0;
     }
     pthread_mutex_unlock(&r->lock);
@@ -258,7 +283,7 @@ unsigned rly_relay_camera_foreach(struct rly_relay *r, rly_camera_fn fn, void *c
             st.last_seen_unix = cam->last_seen_unix;
             st.bytes_relayed = atomic_load_explicit(&cam->bytes_relayed, memory_order_relaxed);
             st.open_streams = atomic_load_explicit(&cam->open_streams, memory_order_relaxed);
-            st.data_path = rly_relay_data_path(r);
+            st.data_path = camera_path(r, cam);
             fn(ctx, cam->serial, &st);
             n++;
         }
@@ -279,6 +304,8 @@ void rly_relay_counters(struct rly_relay *r, struct rly_counters *out)
     out->frames_rejected = atomic_load(&r->counters.frames_rejected);
     out->handovers = atomic_load(&r->counters.handovers);
     out->buffers_exhausted = atomic_load(&r->counters.buffers_exhausted);
+    for (unsigned i = 0; i < RLY_PATHS; i++)
+        out->streams_by_path[i] = atomic_load(&r->counters.streams_by_path[i]);
 }
 
 unsigned rly_relay_worker_count(struct rly_relay *r)
@@ -297,8 +324,14 @@ void rly_relay_worker_stats(struct rly_relay *r, unsigned i, struct rly_worker_s
     out->busy_ns = atomic_load_explicit(&w->stat_busy_ns, memory_order_relaxed);
 }
 
+const char *rly_path_name(unsigned path)
+{
+    static const char *const names[RLY_PATHS] = {"tls-bio", "tls-inplace", "ktls-splice",
+                                                 "plain-splice"};
+    return path < RLY_PATHS ? names[path] : "none";
+}
+
 const char *rly_relay_data_path(struct rly_relay *r)
 {
-    (void)r; /* every connection uses the userspace record layer until kTLS hand-off lands */
-    return "userspace-tls";
+    return rly_path_name(r->ktls ? RLY_PATH_KTLS_SPLICE : RLY_PATH_TLS_INPLACE);
 }

@@ -29,6 +29,10 @@ struct rly_config {
     uint32_t batch_wait_us;      /* a busy worker (over 20,000 completions/s) waits up to this
                                     long for a batch of completions (fewer wake-ups, at most
                                     this much added latency); 0 = every completion at once */
+    int allow_plain_data;        /* accept plaintext data connections on the external port
+                                    (a framed DataHello instead of a TLS ClientHello) and
+                                    splice them: for sites whose link is already private (a
+                                    VPN, a private APN). Tunnels are always TLS. */
     rly_event_fn on_event;
     void *event_ctx;
 };
@@ -54,7 +58,8 @@ struct rly_camera_status {
     int64_t last_seen_unix;
     uint64_t bytes_relayed; /* both directions, streams of this camera, since start */
     uint32_t open_streams;
-    const char *data_path;  /* "userspace-tls", "ktls" (static string) */
+    const char *data_path;  /* how its latest stream moved (rly_path_name), or before any
+                               stream the path a TLS stream would take (static string) */
 };
 
 /* Starts the worker thread(s) listening on cfg->listen_external. Returns 0 or -errno with a
@@ -112,7 +117,14 @@ struct rly_counters {
     uint64_t streams_opened, streams_closed, bytes_relayed, frames_rejected;
     uint64_t handovers; /* connections moved to their camera's worker after the hello */
     uint64_t buffers_exhausted; /* times a connection waited for a buffer (backpressure) */
+    uint64_t streams_by_path[4]; /* streams opened, by rly_path_name(i) */
 };
+#define RLY_PATHS 4
+
+/* A stream path's name: "tls-bio" (BoringSSL's record layer, the fallback), "tls-inplace"
+ * (our record layer, records opened where they were received), "ktls-splice", "plain-splice";
+ * "none" for an index out of range. Static strings. */
+const char *rly_path_name(unsigned path);
 void rly_relay_counters(struct rly_relay *relay, struct rly_counters *out);
 
 /* Per-worker load, for metrics: what each io_uring worker holds and how busy it is. */
@@ -127,7 +139,8 @@ struct rly_worker_stats {
 unsigned rly_relay_worker_count(struct rly_relay *relay);
 void rly_relay_worker_stats(struct rly_relay *relay, unsigned i, struct rly_worker_stats *out);
 
-/* The record layer in use: "ktls" or "userspace-tls" (static string). */
+/* The path new TLS data connections take: "ktls-splice" where the kernel has the TLS ULP,
+ * else "tls-inplace" (static string). */
 const char *rly_relay_data_path(struct rly_relay *relay);
 
 #endif

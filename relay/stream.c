@@ -1,22 +1,25 @@
 /* Streams: a recorder connecting to a camera endpoint, the data connection the agent opens for
- * it, their pairing, and the bytes relayed both ways with half-close and backpressure.
+ * it, their pairing, the choice of how the stream's bytes move (rly__stream_pair), and the
+ * BoringSSL path kept as the fallback. The faster paths live beside this file:
+ * stream_inplace.c (our record layer) and stream_splice.c (plaintext or kernel TLS, spliced).
  *
- * Each direction holds at most one buffer in flight: agent->recorder decrypts one record's
- * worth into the recorder's out buffer and reads the agent again only after it was sent;
- * recorder->agent encrypts one read and reads the recorder again only after the ciphertext
- * left. A slow peer therefore stops the other side's reads (TCP pushes back to the sender)
- * instead of growing a queue. */
+ * On every path each direction holds at most one buffer (or one pipe) in flight: the relay
+ * reads a side again only after what it read from it was sent on. A slow peer therefore stops
+ * the other side's reads (TCP pushes back to the sender) instead of growing a queue. */
 #include "relay/worker.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
 
 #include "common/log.h"
 #include "common/util.h"
+#include "relay/ktls.h"
 
 static void unlink_pending(struct rly_worker *w, struct rly_camera *cam, struct rly_conn *rec)
 {
@@ -70,6 +73,41 @@ void rly__recorder_start(struct rly_worker *w, struct rly_conn *rec, struct rly_
      * RTSP OPTIONS, an HTTP GET) waits in the kernel. */
 }
 
+static void count_path(struct rly_worker *w, struct rly_camera *cam, unsigned path)
+{
+    atomic_fetch_add_explicit(&w->relay->counters.streams_by_path[path], 1, memory_order_relaxed);
+    atomic_store_explicit(&cam->last_path, (uint8_t)(path + 1), memory_order_relaxed);
+}
+
+/* Moves data's record layer into the kernel (TCP_ULP "tls"): both directions, from the
+ * session's traffic keys. 0, or -errno and data stays on a userspace path (or is closing,
+ * when the kernel failed half way). */
+static int try_ktls(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_ktls_material tx, rx;
+    /* Only the camera's direction goes to the kernel. The recorder's bytes are sealed by our
+     * record layer into `out`, behind DataAccepted whose ciphertext may still be queued there:
+     * a kernel TX would encrypt those bytes a second time. */
+    int rc = rly_ktls_derive_keep(data->ssl, 1, &tx, &rx);
+    if (rc == 0)
+        rc = rly_rec_init(&data->st->tls, &tx, NULL);
+    if (rc == 0) {
+        rc = rly_ktls_enable(data->fd, NULL, &rx);
+        if (rc < 0 && rc != -ENOENT && rc != -ENOPROTOOPT && rc != -EINVAL) {
+            cr_warn("agent %s: kernel TLS set-up failed half way: %s", data->addr,
+                    strerror(-rc));
+            rly__conn_close(w, data, "kernel TLS set-up failed");
+        }
+    }
+    rly_ktls_material_wipe(&tx);
+    rly_ktls_material_wipe(&rx);
+    if (rc == 0)
+        rly_ktls_forget(data->ssl); /* used: wipe the captured secrets */
+    else
+        rly_rec_free(&data->st->tls);
+    return rc;
+}
+
 int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay__DataHello *h,
                      const char **why)
 {
@@ -118,6 +156,23 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
     f.data_accepted = &acc;
     if (rly__agent_send_frame(w, data, &f) < 0)
         return -EPROTO;
+    data->st = cr_xcalloc(1, sizeof(*data->st)); /* once per stream, freed with data */
+    data->st->pipe_up[0] = data->st->pipe_up[1] = -1;
+    data->st->pipe_down[0] = data->st->pipe_down[1] = -1;
+    if (data->plain || (w->relay->ktls && try_ktls(w, data) == 0)) {
+        data->st->path = data->plain ? RLY_PATH_PLAIN_SPLICE : RLY_PATH_KTLS_SPLICE;
+        count_path(w, cam, data->st->path);
+        int rc = rly__splice_start(w, data, rec, data->frame.mem, data->frame.len);
+        data->frame.len = 0;
+        rly__buf_give(w, &data->frame);
+        if (rc < 0)
+            *why = "cannot set up splicing";
+        return rc;
+    }
+    if (data->closing)
+        return -EIO; /* kernel TLS failed half way */
+    data->st->path = rly__inplace_start(w, data) == 0 ? RLY_PATH_TLS_INPLACE : RLY_PATH_TLS_BIO;
+    count_path(w, cam, data->st->path);
     /* Bytes the agent sent right behind its hello are already stream bytes. */
     if (data->frame.len && rly__buf_take(w, &rec->out) < 0) {
         *why = "relay out of buffers";
@@ -131,7 +186,10 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
         rly__post_send(w, rec);
     }
     rly__buf_give(w, &data->frame); /* raw bytes from here on: no frames to assemble */
-    rly__post_recv(w, rec);
+    /* The recorder's first bytes go out behind DataAccepted: read it once that has left
+     * (rly__stream_agent_drained), so its record never waits for room in `out`. */
+    if (!data->send_busy && !data->out.len)
+        rly__post_recv(w, rec);
     return 0;
 }
 
@@ -153,14 +211,28 @@ void rly__stream_failed(struct rly_worker *w, struct rly_camera *cam, uint64_t s
 }
 
 /* Both directions finished and everything sent: the stream is over. */
-static void check_done(struct rly_worker *w, struct rly_conn *data, struct rly_conn *rec)
+void rly__stream_check_done(struct rly_worker *w, struct rly_conn *data, struct rly_conn *rec)
 {
     if (!rec->eof_sent || !data->eof_sent)
         return;
     if (rec->out.len || rec->send_busy || data->out.len || data->send_busy ||
-        BIO_ctrl_pending(SSL_get_wbio(data->ssl)))
+        (data->ssl && BIO_ctrl_pending(SSL_get_wbio(data->ssl))))
         return;
     rly__conn_close(w, rec, "stream finished");
+}
+
+void rly__stream_count(struct rly_worker *w, struct rly_conn *rec, uint64_t n)
+{
+    struct rly_camera *cam = rly__camera(w, rec->camera);
+    rec->bytes += n;
+    if (cam)
+        atomic_fetch_add_explicit(&cam->bytes_relayed, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->relay->counters.bytes_relayed, n, memory_order_relaxed);
+}
+
+static int path_of(const struct rly_conn *data)
+{
+    return data->st ? data->st->path : RLY_PATH_TLS_BIO;
 }
 
 void rly__stream_agent_readable(struct rly_worker *w, struct rly_conn *data)
@@ -168,6 +240,12 @@ void rly__stream_agent_readable(struct rly_worker *w, struct rly_conn *data)
     struct rly_conn *rec = rly__conn(w, data->peer);
     if (!rec || rec->closing)
         return;
+    if (path_of(data) == RLY_PATH_TLS_INPLACE) {
+        rly__inplace_pump(w, data);
+        return;
+    }
+    if (path_of(data) != RLY_PATH_TLS_BIO)
+        return; /* spliced: the pipes move the bytes */
     if (rec->out.len || rec->send_busy || rec->eof_sent)
         return; /* backpressure: the recorder has not taken the last buffer yet */
     if (rly__buf_take(w, &rec->out) < 0) {
@@ -193,7 +271,7 @@ void rly__stream_agent_readable(struct rly_worker *w, struct rly_conn *data)
         shutdown(rec->fd, SHUT_WR);
         rec->eof_sent = 1;
         data->read_eof = 1;
-        check_done(w, data, rec);
+        rly__stream_check_done(w, data, rec);
         return;
     }
     rly__conn_close(w, data, e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SYSCALL
@@ -206,9 +284,11 @@ void rly__stream_agent_drained(struct rly_worker *w, struct rly_conn *data)
     struct rly_conn *rec = rly__conn(w, data->peer);
     if (!rec || rec->closing)
         return;
-    if (!rec->read_eof)
+    if (path_of(data) == RLY_PATH_PLAIN_SPLICE)
+        rly__splice_on_poll(w, data, 1, 0); /* DataAccepted has left: splice towards it */
+    else if (!rec->read_eof)
         rly__post_recv(w, rec); /* the recorder's last bytes have left: read it again */
-    check_done(w, data, rec);
+    rly__stream_check_done(w, data, rec);
 }
 
 void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, const uint8_t *data,
@@ -223,27 +303,31 @@ void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, const uin
         rly__conn_close(w, rec, "no data connection");
         return;
     }
-    struct rly_camera *cam = rly__camera(w, rec->camera);
+    /* Our record layer seals this direction on the in-place and the kernel-TLS paths. */
+    int inplace = path_of(dc) == RLY_PATH_TLS_INPLACE || path_of(dc) == RLY_PATH_KTLS_SPLICE;
     if (len == 0) {
         /* The recorder finished sending: close_notify to the agent, keep the other way. */
         rec->read_eof = 1;
-        SSL_shutdown(dc->ssl);
-        ERR_clear_error();
+        if (inplace) {
+            if (rly__inplace_close_notify(w, dc) < 0) {
+                rly__conn_close(w, rec, "cannot seal close_notify");
+                return;
+            }
+        } else {
+            SSL_shutdown(dc->ssl);
+            ERR_clear_error();
+        }
         dc->eof_sent = 1;
         rly__agent_flush(w, dc);
-        check_done(w, dc, rec);
+        rly__stream_check_done(w, dc, rec);
         return;
     }
-    if (SSL_write(dc->ssl, data, len) != len) {
+    if (inplace ? rly__inplace_seal(w, dc, data, len) < 0 : SSL_write(dc->ssl, data, len) != len) {
         ERR_clear_error();
         rly__conn_close(w, rec, "TLS write to the data connection failed");
         return;
     }
-    rec->bytes += (uint64_t)len;
-    if (cam)
-        atomic_fetch_add_explicit(&cam->bytes_relayed, (uint64_t)len, memory_order_relaxed);
-    atomic_fetch_add_explicit(&w->relay->counters.bytes_relayed, (uint64_t)len,
-                              memory_order_relaxed);
+    rly__stream_count(w, rec, (uint64_t)len);
     rly__agent_flush(w, dc); /* the next recorder read waits for this to leave */
 }
 
@@ -255,7 +339,7 @@ void rly__recorder_on_sent(struct rly_worker *w, struct rly_conn *rec)
         return;
     rly__stream_agent_readable(w, data);
     if (!rec->closing && !data->closing)
-        check_done(w, data, rec);
+        rly__stream_check_done(w, data, rec);
 }
 
 void rly__recorder_tick(struct rly_worker *w, struct rly_conn *rec, uint64_t now)
@@ -287,4 +371,23 @@ void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c)
     cr_info("stream closed serial=%s stream=%llu bytes=%llu", cam ? cam->serial : "?",
             (unsigned long long)rec->stream_id, (unsigned long long)rec->bytes);
     rly__conn_close(w, p, "the other side closed");
+}
+
+void rly__stream_free(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_stream *st = data->st;
+    if (!st)
+        return;
+    if (st->in && st->in_ring) {
+        rly__ring_recycle(w, st->in_bid);
+        w->ring_held--;
+    }
+    st->in = NULL; /* a pool buffer is data->frame: released with the connection */
+    rly_rec_free(&st->tls);
+    int *fds[] = {&st->pipe_up[0], &st->pipe_up[1], &st->pipe_down[0], &st->pipe_down[1]};
+    for (unsigned i = 0; i < 4; i++)
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+    free(st);
+    data->st = NULL;
 }

@@ -15,6 +15,8 @@ enum rly_op {
     RLY_OP_CANCEL,
     RLY_OP_HANDOVER,      /* target side: user_data carries the struct rly_handover pointer */
     RLY_OP_HANDOVER_SENT, /* source side: the same pointer, to reclaim it if sending failed */
+    RLY_OP_POLL_IN,       /* splice: the connection's fd is readable (or hung up) */
+    RLY_OP_POLL_OUT,      /* splice: the connection's fd is writable again */
 };
 
 /* A hand-over message packs its pointer with the op in the top byte: x86-64 user-space
@@ -63,7 +65,20 @@ int rly__buf_take(struct rly_worker *w, struct rly_buf *b);
 /* Returns b's buffer to the pool when b is empty. */
 void rly__buf_give(struct rly_worker *w, struct rly_buf *b);
 void rly__post_recv(struct rly_worker *w, struct rly_conn *c);
+/* A recv into mem[0, len) the caller holds (not the ring): completes without a ring buffer. */
+void rly__post_recv_into(struct rly_worker *w, struct rly_conn *c, uint8_t *mem, uint32_t len);
 void rly__post_send(struct rly_worker *w, struct rly_conn *c);
+/* Sends msg (which must live until completion) as a stream sendmsg (conn->send_iov): its
+ * completion goes to rly__inplace_sent. */
+void rly__post_sendmsg(struct rly_worker *w, struct rly_conn *c, struct msghdr *msg);
+/* Arms a one-shot poll for POLLIN (out = 0) or POLLOUT (out = 1) on c->fd, once. */
+void rly__post_poll(struct rly_worker *w, struct rly_conn *c, int out);
+/* Gives ring buffer bid back to the kernel. */
+void rly__ring_recycle(struct rly_worker *w, unsigned bid);
+static inline uint8_t *rly__ring_buf(struct rly_worker *w, unsigned bid)
+{
+    return w->ring_bufs + (size_t)bid * RLY_BUF_SIZE;
+}
 struct rly_camera *rly__camera(struct rly_worker *w, int32_t idx);
 int32_t rly__camera_find(struct rly_worker *w, const char *serial);
 void rly__camera_set_online(struct rly_worker *w, struct rly_camera *cam, int32_t tunnel,
@@ -94,5 +109,33 @@ void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, const uin
 void rly__recorder_on_sent(struct rly_worker *w, struct rly_conn *rec);
 void rly__recorder_tick(struct rly_worker *w, struct rly_conn *rec, uint64_t now);
 void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c);
+/* Ends both connections' part in a stream (check_done's test, shared by the paths). */
+void rly__stream_check_done(struct rly_worker *w, struct rly_conn *data, struct rly_conn *rec);
+/* Counts bytes relayed to either side (recorder connection, camera, relay). */
+void rly__stream_count(struct rly_worker *w, struct rly_conn *rec, uint64_t n);
+/* Frees a data connection's stream state (pipes, keys, a held ring buffer). */
+void rly__stream_free(struct rly_worker *w, struct rly_conn *data);
+
+/* stream_inplace.c: TLS records opened in place, plaintext sent from where it was received */
+/* Takes over data's TLS session (keys derived from it). 0, or -errno: stay on the BIO path. */
+int rly__inplace_start(struct rly_worker *w, struct rly_conn *data);
+/* A recv on data completed: into ring buffer bid (ring = 1) or into st->in (ring = 0). */
+void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring, unsigned bid,
+                          int res);
+/* Opens what data's buffer holds and sends it on, or reads more. */
+void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data);
+/* The recorder's sendmsg completed with res. */
+void rly__inplace_sent(struct rly_worker *w, struct rly_conn *rec, int res);
+/* Seals the recorder's bytes into data->out. 0 or -errno. */
+int rly__inplace_seal(struct rly_worker *w, struct rly_conn *data, const uint8_t *p, int len);
+/* Queues a close_notify to the agent. 0 or -errno. */
+int rly__inplace_close_notify(struct rly_worker *w, struct rly_conn *data);
+
+/* stream_splice.c: plaintext (or kernel-TLS) data connections spliced through pipes */
+/* Sets up the pipes (and kTLS when ktls) and starts both directions. 0 or -errno. */
+int rly__splice_start(struct rly_worker *w, struct rly_conn *data, struct rly_conn *rec,
+                      const uint8_t *leftover, uint32_t leftover_len);
+/* A poll armed by the splice path completed on c. */
+void rly__splice_on_poll(struct rly_worker *w, struct rly_conn *c, int out, int res);
 
 #endif

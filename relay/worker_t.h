@@ -7,11 +7,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <openssl/ssl.h>
 
 #include "proto/camrelay.pb-c.h"
 #include "relay/relay.h"
+#include "relay/tls_record.h"
 
 /* One buffer size for everything: a TLS record carries at most 16 KiB of plaintext plus a
  * small overhead, so a buffer holds one whole record either way. */
@@ -54,6 +57,42 @@ enum rly_agent_state {
     RLY_AGENT_DATA,      /* paired data connection: raw bytes */
 };
 
+/* How a paired stream's bytes move between the data connection and the recorder, chosen
+ * once per stream right after pairing (relay/stream.c: choose_path). */
+enum rly_path {
+    RLY_PATH_TLS_BIO = 0,   /* BoringSSL through memory BIOs: the fallback when the session's
+                               keys cannot be taken over (bytes buffered behind the hello) */
+    RLY_PATH_TLS_INPLACE,   /* our record layer: records opened in place in the buffer they
+                               were received into, plaintext sent from there */
+    RLY_PATH_KTLS_SPLICE,   /* the kernel's TLS (TCP_ULP "tls") and splice through pipes */
+    RLY_PATH_PLAIN_SPLICE,  /* a plaintext data connection, spliced through pipes */
+    RLY_PATH_COUNT
+};
+
+_Static_assert(RLY_PATH_COUNT == RLY_PATHS, "relay.h names every path");
+
+#define RLY_STREAM_IOV 16 /* records sent to the recorder in one sendmsg */
+
+/* Per-stream state of the zero-copy paths, allocated at pairing (once per stream, never per
+ * I/O) and owned by the data connection. */
+struct rly_stream {
+    uint8_t path;           /* enum rly_path */
+    uint8_t rx_eof;         /* in place: close_notify opened, half-close once sent */
+    uint8_t in_ring;        /* in place: `in` is a ring buffer (in_bid) rather than a pool one */
+    uint16_t in_bid;
+    struct rly_rec tls;     /* in place: both directions' keys and sequence numbers */
+    uint8_t *in;            /* in place: the buffer the camera's records were received into */
+    uint32_t in_start, in_end; /* its unprocessed bytes */
+    uint32_t sending;       /* in place: plaintext bytes of the sendmsg in flight */
+    struct msghdr msg;
+    struct iovec iov[RLY_STREAM_IOV];
+    /* splice: a pipe per direction, [0] read end, [1] write end, and what each holds */
+    int pipe_up[2];         /* camera -> recorder */
+    int pipe_down[2];       /* recorder -> camera */
+    uint32_t in_pipe_up, in_pipe_down;
+    uint8_t eof_up, eof_down; /* the source of that direction reached its end */
+};
+
 /* One connection slot. Hot fields first; a slot is reused with a new generation so a stale
  * completion (user_data carries index + generation) can never touch its successor. */
 struct rly_conn {
@@ -67,13 +106,18 @@ struct rly_conn {
     uint8_t eof_sent;    /* we propagated the other side's EOF to this peer */
     uint8_t accept_armed;
     uint8_t starved;     /* waiting for a pool or ring buffer: retried on the next tick */
+    uint8_t plain;       /* agents: a plaintext data connection (no TLS, allow_plain_data) */
+    uint8_t sniffed;     /* agents: the first byte told TLS from plaintext */
+    uint8_t poll_in, poll_out; /* splice: a POLLIN / POLLOUT poll is armed on fd */
+    uint8_t send_iov;    /* the send in flight is the stream's sendmsg, not `out` */
     uint32_t gen;
     int fd;
     int32_t peer;        /* paired connection index, -1 = none */
     int32_t camera;      /* camera index, -1 = none */
     uint32_t keepalive_ms; /* tunnels: the interval told in their welcome (a reload changes
                               only new tunnels'); fills the padding before ssl */
-    SSL *ssl;            /* agents only */
+    SSL *ssl;            /* agents only (NULL for plaintext data connections) */
+    struct rly_stream *st; /* paired data connections: the zero-copy paths' state */
     struct rly_buf out;  /* bytes to send: ciphertext (agents) or plaintext (recorders) */
     struct rly_buf frame; /* agents before pairing: decrypted control frames */
     uint64_t deadline_ms; /* handshake/hello/auth/open deadline; 0 = none */
@@ -111,6 +155,7 @@ struct rly_camera {
     /* Updated on every send completion without a lock; read by anyone. */
     _Atomic uint64_t bytes_relayed;
     _Atomic uint32_t open_streams;
+    _Atomic uint8_t last_path; /* enum rly_path + 1 of its latest stream; 0 = none yet */
 };
 
 enum rly_cmd_kind { RLY_CMD_CAMERA_PUT = 1, RLY_CMD_CAMERA_DEL, RLY_CMD_STOP };
@@ -127,6 +172,7 @@ struct rly_relay;
  * carried by an IORING_OP_MSG_RING message. Owned by the message until the target adopts it. */
 struct rly_handover {
     int fd;
+    int plain;
     SSL *ssl;
     Camrelay__Frame *hello;
     char addr[96];
@@ -165,6 +211,7 @@ struct rly_worker {
     uint64_t next_stream_id;
     int stopping;
     int batching;              /* completions come fast enough to gather them in batches */
+    uint32_t ring_held;        /* ring buffers held by in-place streams until their send ends */
     uint64_t tick_completions; /* stat_completions at the last tick */
     pthread_t thread;
     char scratch[RLY_PLAIN_CAP]; /* decrypt target for frames; never held across calls */
@@ -185,11 +232,13 @@ struct rly_relay {
     pthread_mutex_t lock;       /* camera tables' structure and status strings; command queues */
     uint8_t ticket_key[32];
     _Atomic int have_ticket_key;
+    int ktls;                   /* the kernel has the TLS ULP (probed at start) */
     _Atomic int cameras_loaded; /* rly_relay_set_ready: every registered camera has been put */
     struct rly_counters_atomic {
         _Atomic uint64_t tunnels_accepted, tunnels_refused, handshake_failures,
             data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected,
             handovers, buffers_exhausted;
+        _Atomic uint64_t streams_by_path[RLY_PATH_COUNT];
     } counters;
 };
 

@@ -184,7 +184,10 @@ pass "camera web page served through the relay's http endpoint"
 
 bytes=$(field CAMA-0001 bytes_relayed)
 [ "$bytes" -gt 500000 ] || fail "bytes relayed for CAMA-0001 is $bytes"
-pass "camera list counts $bytes bytes relayed for CAMA-0001"
+path=$(field CAMA-0001 data_path)
+# No TLS ULP in the kernel: our in-place record layer; with one: kTLS and splice.
+[ "$path" = "tls-inplace" ] || [ "$path" = "ktls-splice" ] || fail "CAMA-0001's stream path is '$path'"
+pass "camera list counts $bytes bytes relayed for CAMA-0001, its stream took the $path path"
 
 # ----------------------------------------------------------------------------- refusals
 cat >"$T/wrong-oak.secrets" <<EOF

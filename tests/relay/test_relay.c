@@ -59,6 +59,7 @@ static int setup(void **state)
         .keepalive_ms = 300,
         .max_conns = 256,
         .workers = 2, /* connections land on either worker: exercises the hand-over */
+        .allow_plain_data = 1,
     };
     if (rly_relay_start(&cfg, &fx.relay) < 0)
         return -1;
@@ -156,11 +157,10 @@ static Camrelay__Frame *wait_open_stream(struct cr_link *tunnel)
     return NULL;
 }
 
-static Camrelay__Frame *data_hello(struct cr_link *data, const char *serial, uint64_t id,
-                                   const uint8_t *token, size_t token_len)
+/* Sends a DataHello on a connected link (TLS or plaintext) and returns the answer. */
+static Camrelay__Frame *send_data_hello(struct cr_link *data, const char *serial, uint64_t id,
+                                        const uint8_t *token, size_t token_len)
 {
-    char err[256];
-    assert_int_equal(cr_link_connect_tls(data, fx.client, fx.ext, 5000, err, sizeof(err)), 0);
     Camrelay__Frame f = CAMRELAY__FRAME__INIT;
     Camrelay__DataHello h = CAMRELAY__DATA_HELLO__INIT;
     h.serial = (char *)serial;
@@ -173,6 +173,14 @@ static Camrelay__Frame *data_hello(struct cr_link *data, const char *serial, uin
     Camrelay__Frame *in = NULL;
     assert_int_equal(cr_link_read(data, 5000, &in), 0);
     return in;
+}
+
+static Camrelay__Frame *data_hello(struct cr_link *data, const char *serial, uint64_t id,
+                                   const uint8_t *token, size_t token_len)
+{
+    char err[256];
+    assert_int_equal(cr_link_connect_tls(data, fx.client, fx.ext, 5000, err, sizeof(err)), 0);
+    return send_data_hello(data, serial, id, token, token_len);
 }
 
 /* Reads exactly len raw bytes from a link (TLS data connection). */
@@ -437,6 +445,272 @@ static void test_relay_dead_tunnel_noticed_and_replacement(void **state)
     cr_link_close(&b);
 }
 
+/* The path a camera's latest stream took, as the control plane sees it. */
+static const char *camera_path(void)
+{
+    static struct rly_camera_status st;
+    assert_int_equal(rly_relay_camera_status(fx.relay, SERIAL, &st), 0);
+    return st.data_path;
+}
+
+/* Logs in, connects a recorder, answers its OpenStream with a data connection (TLS, or
+ * plaintext when plain) and returns the three. */
+static void open_stream(struct cr_link *tunnel, struct cr_link *data, int *rec, int plain)
+{
+    char port[32];
+    Camrelay__Frame *f = login(tunnel, &fx.secret, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
+    cr_frame_free(f);
+    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
+    *rec = cr_tcp_connect(port, 2000);
+    assert_true(*rec >= 0);
+    Camrelay__Frame *os = wait_open_stream(tunnel);
+    if (plain) {
+        int fd = cr_tcp_connect(fx.ext, 2000);
+        assert_true(fd >= 0);
+        cr_link_init_plain(data, fd);
+        f = send_data_hello(data, SERIAL, os->open_stream->stream_id,
+                            os->open_stream->token.data, os->open_stream->token.len);
+    } else {
+        f = data_hello(data, SERIAL, os->open_stream->stream_id, os->open_stream->token.data,
+                       os->open_stream->token.len);
+    }
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_DATA_ACCEPTED);
+    cr_frame_free(f);
+    cr_frame_free(os);
+}
+
+/* Sends big bytes camera -> recorder and half as many back, reading both sides as it goes,
+ * and checks that every byte arrived intact and in order. */
+static void relay_both_ways(struct cr_link *data, int rec, size_t big)
+{
+    size_t small = big / 2;
+    uint8_t *up = cr_xmalloc(big), *up_got = cr_xmalloc(big);
+    uint8_t *down = cr_xmalloc(small), *down_got = cr_xmalloc(small);
+    cr_random_bytes(up, big);
+    cr_random_bytes(down, small);
+    size_t up_sent = 0, up_recvd = 0, down_sent = 0, down_recvd = 0;
+    uint64_t deadline = cr_now_ms() + 20000;
+    while (up_recvd < big || down_recvd < small) {
+        assert_true(cr_now_ms() < deadline);
+        if (up_sent < big) {
+            size_t chunk = big - up_sent < 40000 ? big - up_sent : 40000;
+            assert_int_equal(cr_link_write_all(data, up + up_sent, chunk, 5000), 0);
+            up_sent += chunk;
+        }
+        if (down_sent < small) {
+            size_t chunk = small - down_sent < 20000 ? small - down_sent : 20000;
+            fd_write_all(rec, down + down_sent, chunk);
+            down_sent += chunk;
+        }
+        struct pollfd p[2] = {{.fd = rec, .events = POLLIN}, {.fd = data->fd, .events = POLLIN}};
+        poll(p, 2, up_sent < big ? 0 : 100);
+        ssize_t n = read(rec, up_got + up_recvd, big - up_recvd);
+        if (n > 0)
+            up_recvd += (size_t)n;
+        else if (n == 0)
+            fail_msg("recorder saw EOF early");
+        int m;
+        while ((m = cr_link_read_some(data, down_got + down_recvd, small - down_recvd)) > 0)
+            down_recvd += (size_t)m;
+        assert_true(m == -EAGAIN || down_recvd == small);
+    }
+    assert_memory_equal(up_got, up, big);
+    assert_memory_equal(down_got, down, small);
+    free(up);
+    free(up_got);
+    free(down);
+    free(down_got);
+}
+
+static void test_relay_tls_stream_opens_records_in_place(void **state)
+{
+    struct cr_link tunnel, data;
+    int rec;
+    (void)state;
+    struct rly_counters before, after;
+    rly_relay_counters(fx.relay, &before);
+    open_stream(&tunnel, &data, &rec, 0);
+    relay_both_ways(&data, rec, 2 << 20);
+    assert_string_equal(camera_path(), "tls-inplace");
+    rly_relay_counters(fx.relay, &after);
+    assert_int_equal(after.streams_by_path[1] - before.streams_by_path[1], 1);
+
+    /* Records split anywhere across TCP reads, and many tiny records in one read: the
+     * ciphertext is produced into memory and dripped onto the socket in odd pieces. */
+    BIO *mem = BIO_new(BIO_s_mem());
+    SSL_set0_wbio(data.ssl, mem); /* the SSL now owns mem; the socket keeps being the rbio */
+    uint8_t plain[20000];
+    size_t plain_len = 0;
+    for (int i = 0; i < 300; i++) { /* 300 records of 1..40 bytes */
+        size_t n = 1 + (size_t)(i * 7) % 40;
+        cr_random_bytes(plain + plain_len, n);
+        assert_int_equal(SSL_write(data.ssl, plain + plain_len, (int)n), (int)n);
+        plain_len += n;
+    }
+    cr_random_bytes(plain + plain_len, 9000); /* and one large record */
+    assert_int_equal(SSL_write(data.ssl, plain + plain_len, 9000), 9000);
+    plain_len += 9000;
+    const uint8_t *wire;
+    size_t wire_len;
+    assert_int_equal(BIO_mem_contents(mem, &wire, &wire_len), 1);
+    for (size_t off = 0; off < wire_len;) {
+        size_t piece = off < 4000 ? 7 : off < wire_len / 2 ? 4999 : wire_len - off;
+        if (piece > wire_len - off)
+            piece = wire_len - off;
+        fd_write_all(data.fd, wire + off, piece);
+        off += piece;
+        if (off < 4000 && off % 70 == 0)
+            usleep(1000); /* let the relay read the partial record on its own */
+    }
+    uint8_t *got = cr_xmalloc(plain_len);
+    fd_read_exact(rec, got, plain_len);
+    assert_memory_equal(got, plain, plain_len);
+    free(got);
+
+    /* A record whose ciphertext was changed is refused: the stream ends, nothing of it goes
+     * to the recorder, and the camera's tunnel stays up. */
+    BIO_reset(mem);
+    assert_int_equal(SSL_write(data.ssl, "tampered", 8), 8);
+    assert_int_equal(BIO_mem_contents(mem, &wire, &wire_len), 1);
+    uint8_t bad[64];
+    assert_true(wire_len <= sizeof(bad));
+    memcpy(bad, wire, wire_len);
+    bad[7] ^= 0x01;
+    fd_write_all(data.fd, bad, wire_len);
+    struct pollfd p = {.fd = rec, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    uint8_t b;
+    assert_true(read(rec, &b, 1) <= 0);
+    close(rec);
+    cr_link_close(&data);
+    assert_true(wait_online(1, 1000));
+    cr_link_close(&tunnel);
+    assert_true(wait_online(0, 3000));
+}
+
+static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
+{
+    struct cr_link tunnel, data;
+    int rec;
+    (void)state;
+    open_stream(&tunnel, &data, &rec, 0);
+    BIO *mem = BIO_new(BIO_s_mem());
+    SSL_set0_wbio(data.ssl, mem);
+    static const char last[] = "the last frame, and close_notify right behind it";
+    assert_int_equal(SSL_write(data.ssl, last, sizeof(last) - 1), (int)sizeof(last) - 1);
+    SSL_shutdown(data.ssl);
+    const uint8_t *wire;
+    size_t wire_len;
+    assert_int_equal(BIO_mem_contents(mem, &wire, &wire_len), 1);
+    fd_write_all(data.fd, wire, wire_len); /* one write: the relay reads both records at once */
+    uint8_t got[sizeof(last) - 1], b;
+    fd_read_exact(rec, got, sizeof(got));
+    assert_memory_equal(got, last, sizeof(got));
+    struct pollfd p = {.fd = rec, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    assert_int_equal(read(rec, &b, 1), 0); /* a clean half-close, not a reset */
+    /* The other direction still works until the recorder closes too. */
+    static const char reply[] = "TEARDOWN";
+    fd_write_all(rec, (const uint8_t *)reply, sizeof(reply) - 1);
+    SSL_set_fd(data.ssl, data.fd); /* back to the socket for reading */
+    uint8_t reply_got[sizeof(reply) - 1];
+    link_read_exact(&data, reply_got, sizeof(reply_got));
+    assert_memory_equal(reply_got, reply, sizeof(reply_got));
+    close(rec);
+    cr_link_close(&data);
+    cr_link_close(&tunnel);
+    assert_true(wait_online(0, 3000));
+}
+
+static void test_relay_plain_data_connection_is_spliced(void **state)
+{
+    struct cr_link tunnel, data;
+    int rec;
+    (void)state;
+    open_stream(&tunnel, &data, &rec, 1);
+    relay_both_ways(&data, rec, 3 << 20);
+    assert_string_equal(camera_path(), "plain-splice");
+
+    /* Half-close both ways, in turn, with bytes after the first. */
+    shutdown(rec, SHUT_WR);
+    uint8_t b;
+    struct pollfd p = {.fd = data.fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    assert_int_equal(read(data.fd, &b, 1), 0);
+    static const char tail[] = "after the recorder's half-close";
+    assert_int_equal(cr_link_write_all(&data, tail, sizeof(tail) - 1, 2000), 0);
+    shutdown(data.fd, SHUT_WR);
+    uint8_t tail_got[sizeof(tail) - 1];
+    fd_read_exact(rec, tail_got, sizeof(tail_got));
+    assert_memory_equal(tail_got, tail, sizeof(tail_got));
+    p.fd = rec;
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    assert_int_equal(read(rec, &b, 1), 0);
+    close(rec);
+    cr_link_close(&data);
+    cr_link_close(&tunnel);
+    assert_true(wait_online(0, 3000));
+}
+
+static void test_relay_plain_tunnel_refused(void **state)
+{
+    struct cr_link l;
+    (void)state;
+    int fd = cr_tcp_connect(fx.ext, 2000);
+    assert_true(fd >= 0);
+    cr_link_init_plain(&l, fd);
+    Camrelay__Frame f = CAMRELAY__FRAME__INIT;
+    Camrelay__TunnelHello h = CAMRELAY__TUNNEL_HELLO__INIT;
+    Camrelay__AuthStart as = CAMRELAY__AUTH_START__INIT;
+    as.identity = SERIAL;
+    h.auth = &as;
+    f.body_case = CAMRELAY__FRAME__BODY_TUNNEL_HELLO;
+    f.tunnel_hello = &h;
+    assert_int_equal(cr_link_write(&l, &f, 2000), 0);
+    Camrelay__Frame *in = NULL;
+    assert_int_equal(cr_link_read(&l, 3000, &in), 0);
+    assert_int_equal(in->body_case, CAMRELAY__FRAME__BODY_REFUSAL);
+    cr_frame_free(in);
+    cr_link_close(&l);
+    assert_true(wait_online(0, 1000));
+}
+
+static void test_relay_plain_data_refused_unless_allowed(void **state)
+{
+    (void)state;
+    struct rly_config cfg = {.relay_name = "relay-strict", .listen_external = "127.0.0.1:0",
+                             .tls = fx.server, .max_conns = 64, .workers = 1};
+    struct rly_relay *strict;
+    assert_int_equal(rly_relay_start(&cfg, &strict), 0);
+    char ext[64];
+    snprintf(ext, sizeof(ext), "127.0.0.1:%u", rly_relay_external_port(strict));
+    int fd = cr_tcp_connect(ext, 2000);
+    assert_true(fd >= 0);
+    struct cr_link l;
+    cr_link_init_plain(&l, fd);
+    uint8_t token[32] = {0};
+    Camrelay__Frame *in = send_data_hello(&l, SERIAL, 1, token, sizeof(token));
+    assert_int_equal(in->body_case, CAMRELAY__FRAME__BODY_REFUSAL);
+    assert_non_null(strstr(in->refusal->message, "plaintext"));
+    cr_frame_free(in);
+    cr_link_close(&l);
+
+    /* Neither TLS nor a frame: closed without an answer. */
+    fd = cr_tcp_connect(ext, 2000);
+    assert_true(fd >= 0);
+    fd_write_all(fd, (const uint8_t *)"GET / HTTP/1.0\r\n\r\n", 18);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    uint8_t b;
+    assert_true(read(fd, &b, 1) <= 0);
+    close(fd);
+    struct rly_counters cnt;
+    rly_relay_counters(strict, &cnt);
+    assert_int_equal(cnt.data_conns_refused, 1);
+    rly_relay_stop(strict);
+}
+
 static void test_relay_recorder_for_offline_camera_closed(void **state)
 {
     char port[32];
@@ -466,6 +740,11 @@ int main(void)
         cmocka_unit_test(test_relay_wrong_stream_token_refused),
         cmocka_unit_test(test_relay_oversized_frame_closes_link),
         cmocka_unit_test(test_relay_dead_tunnel_noticed_and_replacement),
+        cmocka_unit_test(test_relay_tls_stream_opens_records_in_place),
+        cmocka_unit_test(test_relay_tls_last_bytes_and_close_notify_in_one_read),
+        cmocka_unit_test(test_relay_plain_data_connection_is_spliced),
+        cmocka_unit_test(test_relay_plain_tunnel_refused),
+        cmocka_unit_test(test_relay_plain_data_refused_unless_allowed),
         cmocka_unit_test(test_relay_recorder_for_offline_camera_closed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,268 @@
+/* The in-place TLS path: a data connection's records are received into a ring buffer (or,
+ * for a record split across reads, a pool buffer), opened where they lie by our record layer
+ * (relay/tls_record.h) and sent to the recorder from there with one sendmsg. The camera's
+ * bytes are copied once in (recv) and once out (send); BoringSSL's path copies them twice
+ * more (into its read BIO, out of it into a plaintext buffer).
+ *
+ * A ring buffer stays with its stream until its plaintext has been sent. So that slow
+ * recorders cannot take every ring buffer from the control tunnels, a worker lends at most
+ * half of its ring this way; beyond that streams receive into pool buffers. */
+#include "relay/worker.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "relay/ktls.h"
+
+#define RING_LEND_MAX (RLY_RING_BUFS / 2)
+
+int rly__inplace_start(struct rly_worker *w, struct rly_conn *data)
+{
+    (void)w;
+    struct rly_ktls_material tx, rx;
+    int rc = rly_ktls_derive(data->ssl, 1, &tx, &rx);
+    if (rc == 0)
+        rc = rly_rec_init(&data->st->tls, &tx, &rx);
+    rly_ktls_material_wipe(&tx);
+    rly_ktls_material_wipe(&rx);
+    if (rc < 0) {
+        cr_debug("agent %s: stream %llu stays on BoringSSL's record layer: %s", data->addr,
+                 (unsigned long long)data->stream_id, strerror(-rc));
+        rly_ktls_forget(data->ssl);
+        rly_rec_free(&data->st->tls);
+    }
+    return rc;
+}
+
+/* Gives the buffer the camera's records were in back: to the ring, or to the pool. */
+static void release_in(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_stream *st = data->st;
+    if (st->in && st->in_ring) {
+        rly__ring_recycle(w, st->in_bid);
+        w->ring_held--;
+    } else if (st->in) {
+        data->frame.len = 0;
+        rly__buf_give(w, &data->frame);
+    }
+    st->in = NULL;
+    st->in_ring = 0;
+    st->in_start = st->in_end = 0;
+}
+
+/* Waits for the camera's next records holding no buffer (the ring picks one when they come),
+ * unless this worker has lent too many ring buffers already. */
+static void read_more(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_stream *st = data->st;
+    if (w->ring_held < RING_LEND_MAX) {
+        rly__post_recv(w, data);
+        return;
+    }
+    if (rly__buf_take(w, &data->frame) < 0) {
+        data->starved = 1; /* the tick pumps again */
+        return;
+    }
+    data->frame.len = 1; /* held: not given back by a stray rly__buf_give */
+    st->in = data->frame.mem;
+    st->in_start = st->in_end = 0;
+    rly__post_recv_into(w, data, st->in, RLY_BUF_SIZE);
+}
+
+/* close_notify came and everything before it was sent: pass the half-close on. */
+static void finish_rx(struct rly_worker *w, struct rly_conn *data, struct rly_conn *rec)
+{
+    release_in(w, data);
+    data->read_eof = 1;
+    shutdown(rec->fd, SHUT_WR);
+    rec->eof_sent = 1;
+    rly__stream_check_done(w, data, rec);
+}
+
+void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring, unsigned bid,
+                          int res)
+{
+    struct rly_stream *st = data->st;
+    if (res == -ENOBUFS) { /* the ring ran dry: this stream reads into a pool buffer */
+        atomic_fetch_add_explicit(&w->relay->counters.buffers_exhausted, 1,
+                                  memory_order_relaxed);
+        if (rly__buf_take(w, &data->frame) < 0) {
+            data->starved = 1;
+            return;
+        }
+        data->frame.len = 1;
+        st->in = data->frame.mem;
+        st->in_start = st->in_end = 0;
+        rly__post_recv_into(w, data, st->in, RLY_BUF_SIZE);
+        return;
+    }
+    if (res <= 0) {
+        if (ring)
+            rly__ring_recycle(w, bid);
+        data->read_eof = 1;
+        rly__conn_close(w, data, res == 0 ? "data connection closed without close_notify"
+                                          : strerror(-res));
+        return;
+    }
+    if (ring) {
+        st->in = rly__ring_buf(w, bid);
+        st->in_bid = (uint16_t)bid;
+        st->in_ring = 1;
+        st->in_start = 0;
+        st->in_end = (uint32_t)res;
+        w->ring_held++;
+    } else {
+        st->in_end += (uint32_t)res;
+    }
+    rly__inplace_pump(w, data);
+}
+
+void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_stream *st = data->st;
+    struct rly_conn *rec = rly__conn(w, data->peer);
+    if (!rec || rec->closing || data->closing || data->read_eof)
+        return;
+    if (rec->send_busy || rec->out.len)
+        return; /* the recorder has not taken the last bytes yet: its completion pumps again */
+    if (st->rx_eof) { /* close_notify opened (its direction is closed) and all before it sent */
+        finish_rx(w, data, rec);
+        return;
+    }
+    if (!st->in) {
+        read_more(w, data);
+        return;
+    }
+    struct rly_rec_span spans[RLY_STREAM_IOV];
+    unsigned n = 0;
+    int eof = 0;
+    uint8_t *base = st->in + st->in_start;
+    int used = rly_rec_open(&st->tls, base, st->in_end - st->in_start, spans, RLY_STREAM_IOV,
+                            &n, &eof);
+    if (used < 0) {
+        cr_warn("agent %s: stream %llu: bad TLS record from the camera (%s): closing",
+                data->addr, (unsigned long long)data->stream_id,
+                used == -EBADMSG   ? "authentication failed"
+                : used == -ENOTSUP ? "post-handshake message"
+                : used == -EMSGSIZE ? "record too long"
+                                    : "malformed");
+        rly__conn_close(w, data, "bad TLS record");
+        return;
+    }
+    st->in_start += (uint32_t)used;
+    if (eof)
+        st->rx_eof = 1;
+    if (n) {
+        uint32_t total = 0;
+        for (unsigned i = 0; i < n; i++) {
+            st->iov[i].iov_base = base + spans[i].off;
+            st->iov[i].iov_len = spans[i].len;
+            total += spans[i].len;
+        }
+        memset(&st->msg, 0, sizeof(st->msg));
+        st->msg.msg_iov = st->iov;
+        st->msg.msg_iovlen = n;
+        st->sending = total;
+        rly__post_sendmsg(w, rec, &st->msg);
+        return;
+    }
+    if (st->rx_eof) {
+        finish_rx(w, data, rec);
+        return;
+    }
+    uint32_t tail = st->in_end - st->in_start;
+    if (tail == 0) {
+        release_in(w, data);
+        read_more(w, data);
+        return;
+    }
+    int need = rly_rec_need(st->in + st->in_start, tail);
+    if (need < 0) {
+        cr_warn("agent %s: stream %llu: bad TLS record header from the camera: closing",
+                data->addr, (unsigned long long)data->stream_id);
+        rly__conn_close(w, data, "bad TLS record");
+        return;
+    }
+    /* A record split across reads: keep its start at the front of a buffer of our own and
+     * read the rest behind it (a ring buffer goes back; its next use may be anyone's). */
+    if (st->in_ring) {
+        if (rly__buf_take(w, &data->frame) < 0) {
+            data->starved = 1; /* the tick pumps again */
+            return;
+        }
+        data->frame.len = 1;
+        memcpy(data->frame.mem, st->in + st->in_start, tail);
+        rly__ring_recycle(w, st->in_bid);
+        w->ring_held--;
+        st->in = data->frame.mem;
+        st->in_ring = 0;
+    } else if (st->in_start) {
+        memmove(st->in, st->in + st->in_start, tail);
+    }
+    st->in_start = 0;
+    st->in_end = tail;
+    rly__post_recv_into(w, data, st->in + tail, RLY_BUF_SIZE - tail);
+}
+
+void rly__inplace_sent(struct rly_worker *w, struct rly_conn *rec, int res)
+{
+    struct rly_conn *data = rly__conn(w, rec->peer);
+    if (res < 0) {
+        rly__conn_close(w, rec, strerror(-res));
+        return;
+    }
+    if (!data || !data->st)
+        return;
+    struct rly_stream *st = data->st;
+    rly__stream_count(w, rec, (uint64_t)res);
+    if ((uint32_t)res < st->sending) { /* short send: skip what left, send the rest */
+        st->sending -= (uint32_t)res;
+        size_t left = (size_t)res;
+        while (left && st->msg.msg_iovlen) {
+            struct iovec *v = st->msg.msg_iov;
+            if (left < v->iov_len) {
+                v->iov_base = (uint8_t *)v->iov_base + left;
+                v->iov_len -= left;
+                break;
+            }
+            left -= v->iov_len;
+            st->msg.msg_iov++;
+            st->msg.msg_iovlen--;
+        }
+        rly__post_sendmsg(w, rec, &st->msg);
+        return;
+    }
+    st->sending = 0;
+    rly__inplace_pump(w, data);
+}
+
+int rly__inplace_seal(struct rly_worker *w, struct rly_conn *data, const uint8_t *p, int len)
+{
+    if (len > RLY_PLAIN_CAP || rly__buf_take(w, &data->out) < 0)
+        return -ENOBUFS;
+    uint32_t at = data->out.off + data->out.len;
+    if (at + (uint32_t)len + RLY_REC_OVERHEAD > data->out.cap)
+        return -ENOSPC; /* cannot happen: the recorder is read only once `out` has drained */
+    int n = rly_rec_seal(&data->st->tls, data->out.mem + at, p, (size_t)len);
+    if (n < 0)
+        return n;
+    data->out.len += (uint32_t)n;
+    return 0;
+}
+
+int rly__inplace_close_notify(struct rly_worker *w, struct rly_conn *data)
+{
+    if (rly__buf_take(w, &data->out) < 0)
+        return -ENOBUFS;
+    uint32_t at = data->out.off + data->out.len;
+    if (at + 2 + RLY_REC_OVERHEAD > data->out.cap)
+        return -ENOSPC;
+    int n = rly_rec_seal_close_notify(&data->st->tls, data->out.mem + at);
+    if (n < 0)
+        return n;
+    data->out.len += (uint32_t)n;
+    return 0;
+}
