@@ -378,11 +378,7 @@ void rly__stream_free(struct rly_worker *w, struct rly_conn *data)
     struct rly_stream *st = data->st;
     if (!st)
         return;
-    if (st->in && st->in_ring) {
-        rly__ring_recycle(w, st->in_bid);
-        w->ring_held--;
-    }
-    st->in = NULL; /* a pool buffer is data->frame: released with the connection */
+    rly__inplace_release(w, data); /* a ring or big buffer it still held */
     rly_rec_free(&st->tls);
     int *fds[] = {&st->pipe_up[0], &st->pipe_up[1], &st->pipe_down[0], &st->pipe_down[1]};
     for (unsigned i = 0; i < 4; i++)

@@ -37,39 +37,72 @@ int rly__inplace_start(struct rly_worker *w, struct rly_conn *data)
     return rc;
 }
 
-/* Gives the buffer the camera's records were in back: to the ring, or to the pool. */
+enum in_kind { IN_NONE = 0, IN_RING, IN_POOL, IN_BIG };
+
+/* Gives the buffer the camera's records were in back: to the ring, or to its pool. */
 static void release_in(struct rly_worker *w, struct rly_conn *data)
 {
     struct rly_stream *st = data->st;
-    if (st->in && st->in_ring) {
+    if (st->in_kind == IN_RING) {
         rly__ring_recycle(w, st->in_bid);
         w->ring_held--;
-    } else if (st->in) {
+    } else if (st->in_kind == IN_POOL) {
         data->frame.len = 0;
         rly__buf_give(w, &data->frame);
+    } else if (st->in_kind == IN_BIG) {
+        rly__pool_put(&w->big_pool, st->in);
     }
     st->in = NULL;
-    st->in_ring = 0;
-    st->in_start = st->in_end = 0;
+    st->in_kind = IN_NONE;
+    st->in_start = st->in_end = st->in_cap = 0;
 }
 
-/* Waits for the camera's next records holding no buffer (the ring picks one when they come),
- * unless this worker has lent too many ring buffers already. */
+void rly__inplace_release(struct rly_worker *w, struct rly_conn *data)
+{
+    release_in(w, data);
+    if (data->st->sendbuf) {
+        rly__pool_put(&w->big_pool, data->st->sendbuf);
+        data->st->sendbuf = NULL;
+    }
+}
+
+/* Gives the stream a buffer of its own to read into: a big one while it is busy (and one is
+ * free), else a pool buffer. 0 or -ENOBUFS. */
+static int own_buffer(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_stream *st = data->st;
+    struct rly_pool *big = &w->big_pool;
+    if (st->busy && (big->n_free || big->n_made < big->limit) &&
+        (st->in = rly__pool_get(w, big, RLY_BIG_BUF_SIZE))) {
+        st->in_kind = IN_BIG;
+        st->in_cap = RLY_BIG_BUF_SIZE;
+    } else {
+        if (rly__buf_take(w, &data->frame) < 0)
+            return -ENOBUFS;
+        data->frame.len = 1; /* held: not given back by a stray rly__buf_give */
+        st->in = data->frame.mem;
+        st->in_kind = IN_POOL;
+        st->in_cap = RLY_BUF_SIZE;
+    }
+    st->in_start = st->in_end = 0;
+    return 0;
+}
+
+/* Waits for the camera's next records. A quiet stream holds no buffer meanwhile (the ring
+ * picks one when they come); a busy one, or one on a worker that has lent too many ring
+ * buffers already, reads into a buffer of its own. */
 static void read_more(struct rly_worker *w, struct rly_conn *data)
 {
     struct rly_stream *st = data->st;
-    if (w->ring_held < RING_LEND_MAX) {
+    if (!st->busy && w->ring_held < RING_LEND_MAX) {
         rly__post_recv(w, data);
         return;
     }
-    if (rly__buf_take(w, &data->frame) < 0) {
+    if (own_buffer(w, data) < 0) {
         data->starved = 1; /* the tick pumps again */
         return;
     }
-    data->frame.len = 1; /* held: not given back by a stray rly__buf_give */
-    st->in = data->frame.mem;
-    st->in_start = st->in_end = 0;
-    rly__post_recv_into(w, data, st->in, RLY_BUF_SIZE);
+    rly__post_recv_into(w, data, st->in, st->in_cap);
 }
 
 /* close_notify came and everything before it was sent: pass the half-close on. */
@@ -86,17 +119,14 @@ void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring,
                           int res)
 {
     struct rly_stream *st = data->st;
-    if (res == -ENOBUFS) { /* the ring ran dry: this stream reads into a pool buffer */
+    if (res == -ENOBUFS) { /* the ring ran dry: this stream reads into a buffer of its own */
         atomic_fetch_add_explicit(&w->relay->counters.buffers_exhausted, 1,
                                   memory_order_relaxed);
-        if (rly__buf_take(w, &data->frame) < 0) {
+        if (own_buffer(w, data) < 0) {
             data->starved = 1;
             return;
         }
-        data->frame.len = 1;
-        st->in = data->frame.mem;
-        st->in_start = st->in_end = 0;
-        rly__post_recv_into(w, data, st->in, RLY_BUF_SIZE);
+        rly__post_recv_into(w, data, st->in, st->in_cap);
         return;
     }
     if (res <= 0) {
@@ -110,14 +140,42 @@ void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring,
     if (ring) {
         st->in = rly__ring_buf(w, bid);
         st->in_bid = (uint16_t)bid;
-        st->in_ring = 1;
+        st->in_kind = IN_RING;
+        st->in_cap = RLY_BUF_SIZE;
         st->in_start = 0;
         st->in_end = (uint32_t)res;
         w->ring_held++;
+        st->busy = res == RLY_BUF_SIZE; /* more was waiting than a ring buffer holds */
     } else {
         st->in_end += (uint32_t)res;
+        if (st->in_kind == IN_BIG)
+            st->busy = res >= RLY_BUF_SIZE; /* back to the ring once reads are small again */
     }
     rly__inplace_pump(w, data);
+}
+
+/* A busy stream's big buffer goes to the send in flight, and the camera's next bytes are read
+ * into another one meanwhile (with the partial record at the end copied over): reading and
+ * sending overlap, as they must for one stream to go faster than a round trip per buffer.
+ * Only when no whole record is left unopened behind the spans being sent. */
+static void read_on_while_sending(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_stream *st = data->st;
+    struct rly_pool *big = &w->big_pool;
+    uint32_t tail = st->in_end - st->in_start;
+    if (st->in_kind != IN_BIG || st->rx_eof || data->read_eof || st->sendbuf ||
+        (tail && rly_rec_need(st->in + st->in_start, tail) <= (int)tail) ||
+        !(big->n_free || big->n_made < big->limit))
+        return;
+    uint8_t *next = rly__pool_get(w, big, RLY_BIG_BUF_SIZE);
+    if (!next)
+        return;
+    memcpy(next, st->in + st->in_start, tail);
+    st->sendbuf = st->in; /* given back when the send completes */
+    st->in = next;
+    st->in_start = 0;
+    st->in_end = tail;
+    rly__post_recv_into(w, data, st->in + tail, st->in_cap - tail);
 }
 
 void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
@@ -136,6 +194,8 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
         read_more(w, data);
         return;
     }
+    if (data->recv_busy)
+        return; /* bytes are still coming in behind these: the recv's completion pumps */
     struct rly_rec_span spans[RLY_STREAM_IOV];
     unsigned n = 0;
     int eof = 0;
@@ -167,6 +227,7 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
         st->msg.msg_iovlen = n;
         st->sending = total;
         rly__post_sendmsg(w, rec, &st->msg);
+        read_on_while_sending(w, data);
         return;
     }
     if (st->rx_eof) {
@@ -188,23 +249,23 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
     }
     /* A record split across reads: keep its start at the front of a buffer of our own and
      * read the rest behind it (a ring buffer goes back; its next use may be anyone's). */
-    if (st->in_ring) {
-        if (rly__buf_take(w, &data->frame) < 0) {
-            data->starved = 1; /* the tick pumps again */
+    if (st->in_kind == IN_RING) {
+        uint8_t *ring_part = st->in + st->in_start;
+        unsigned bid = st->in_bid;
+        if (own_buffer(w, data) < 0) {
+            st->in = ring_part - st->in_start; /* still the ring buffer: retried on the tick */
+            data->starved = 1;
             return;
         }
-        data->frame.len = 1;
-        memcpy(data->frame.mem, st->in + st->in_start, tail);
-        rly__ring_recycle(w, st->in_bid);
+        memcpy(st->in, ring_part, tail);
+        rly__ring_recycle(w, bid);
         w->ring_held--;
-        st->in = data->frame.mem;
-        st->in_ring = 0;
     } else if (st->in_start) {
         memmove(st->in, st->in + st->in_start, tail);
     }
     st->in_start = 0;
     st->in_end = tail;
-    rly__post_recv_into(w, data, st->in + tail, RLY_BUF_SIZE - tail);
+    rly__post_recv_into(w, data, st->in + tail, st->in_cap - tail);
 }
 
 void rly__inplace_sent(struct rly_worker *w, struct rly_conn *rec, int res)
@@ -236,6 +297,10 @@ void rly__inplace_sent(struct rly_worker *w, struct rly_conn *rec, int res)
         return;
     }
     st->sending = 0;
+    if (st->sendbuf) {
+        rly__pool_put(&w->big_pool, st->sendbuf);
+        st->sendbuf = NULL;
+    }
     rly__inplace_pump(w, data);
 }
 

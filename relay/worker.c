@@ -24,23 +24,31 @@
  * 1 ms batch handles several of them per wake-up. */
 #define RLY_BATCH_MIN_RATE 2000
 
-int rly__buf_take(struct rly_worker *w, struct rly_buf *b)
+void *rly__pool_get(struct rly_worker *w, struct rly_pool *p, size_t size)
 {
-    struct rly_pool *p = &w->pool;
-    if (b->mem)
-        return 0;
-    if (p->n_free) {
-        b->mem = p->free[--p->n_free];
-    } else if (p->n_made < p->limit) {
-        b->mem = malloc(RLY_BUF_SIZE); /* made once, then recycled through the pool */
-        if (!b->mem)
-            return -ENOBUFS;
+    void *mem = NULL;
+    if (p->n_free)
+        mem = p->free[--p->n_free];
+    else if (p->n_made < p->limit && (mem = malloc(size))) /* made once, then recycled */
         p->n_made++;
-    } else {
+    if (!mem)
         atomic_fetch_add_explicit(&w->relay->counters.buffers_exhausted, 1,
                                   memory_order_relaxed);
+    return mem;
+}
+
+void rly__pool_put(struct rly_pool *p, void *mem)
+{
+    p->free[p->n_free++] = mem; /* free[] holds `limit` entries: never overflows */
+}
+
+int rly__buf_take(struct rly_worker *w, struct rly_buf *b)
+{
+    if (b->mem)
+        return 0;
+    b->mem = rly__pool_get(w, &w->pool, RLY_BUF_SIZE);
+    if (!b->mem)
         return -ENOBUFS;
-    }
     b->cap = RLY_BUF_SIZE;
     b->off = b->len = 0;
     return 0;
@@ -50,7 +58,7 @@ static void buf_release(struct rly_worker *w, struct rly_buf *b)
 {
     if (!b->mem)
         return;
-    w->pool.free[w->pool.n_free++] = b->mem; /* free[] holds `limit` entries: never overflows */
+    rly__pool_put(&w->pool, b->mem);
     b->mem = NULL;
     b->off = b->len = b->cap = 0;
 }
@@ -780,6 +788,8 @@ int rly__worker_init(struct rly_worker *w, struct rly_relay *r, uint32_t id, int
     w->free_head = 0;
     w->pool.limit = 2 * w->n_conns;
     w->pool.free = cr_xcalloc(w->pool.limit, sizeof(void *));
+    w->big_pool.limit = RLY_BIG_BUFS;
+    w->big_pool.free = cr_xcalloc(w->big_pool.limit, sizeof(void *));
     w->n_cameras = w->n_conns / 2 > 4 ? w->n_conns / 2 : 4;
     w->cameras = cr_xcalloc(w->n_cameras, sizeof(*w->cameras));
     w->event_fd = eventfd(0, EFD_CLOEXEC);
@@ -824,6 +834,9 @@ void rly__worker_free(struct rly_worker *w)
     for (uint32_t i = 0; i < w->pool.n_free; i++)
         free(w->pool.free[i]);
     free(w->pool.free);
+    for (uint32_t i = 0; i < w->big_pool.n_free; i++)
+        free(w->big_pool.free[i]);
+    free(w->big_pool.free);
     if (w->ring_bufs)
         munmap(w->ring_bufs, (size_t)RLY_RING_BUFS * RLY_BUF_SIZE);
     if (w->buf_ring)

@@ -62,6 +62,10 @@ void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why);
 /* Gives b a pool buffer if it has none. Returns 0, or -ENOBUFS when the pool is exhausted
  * (the caller sets conn->starved and retries on the next tick). */
 int rly__buf_take(struct rly_worker *w, struct rly_buf *b);
+/* A buffer of `size` from pool p (made on first use, up to p->limit), or NULL (counted in
+ * buffers_exhausted). rly__pool_put gives it back. */
+void *rly__pool_get(struct rly_worker *w, struct rly_pool *p, size_t size);
+void rly__pool_put(struct rly_pool *p, void *mem);
 /* Returns b's buffer to the pool when b is empty. */
 void rly__buf_give(struct rly_worker *w, struct rly_buf *b);
 void rly__post_recv(struct rly_worker *w, struct rly_conn *c);
@@ -128,6 +132,8 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data);
 void rly__inplace_sent(struct rly_worker *w, struct rly_conn *rec, int res);
 /* Seals the recorder's bytes into data->out. 0 or -errno. */
 int rly__inplace_seal(struct rly_worker *w, struct rly_conn *data, const uint8_t *p, int len);
+/* Gives back the buffer data's camera records are in (ring, pool or big), if any. */
+void rly__inplace_release(struct rly_worker *w, struct rly_conn *data);
 /* Queues a close_notify to the agent. 0 or -errno. */
 int rly__inplace_close_notify(struct rly_worker *w, struct rly_conn *data);
 

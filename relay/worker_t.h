@@ -24,6 +24,10 @@
  * holds no receive buffer while it waits, the kernel picks one when bytes arrive. */
 #define RLY_RING_BUFS 256
 #define RLY_RING_BGID 0
+/* A stream whose reads fill whole ring buffers (bulk, or a burst) reads into one of these
+ * instead: 16 full records per recv and sendmsg rather than one. A few per worker. */
+#define RLY_BIG_BUF_SIZE (1024 * 1024)
+#define RLY_BIG_BUFS 16
 #define RLY_FRAME_MAX_EXTERNAL (16 * 1024) /* control frames from agents */
 #define RLY_HANDSHAKE_TIMEOUT_MS 10000
 #define RLY_HELLO_TIMEOUT_MS 10000
@@ -71,17 +75,21 @@ enum rly_path {
 
 _Static_assert(RLY_PATH_COUNT == RLY_PATHS, "relay.h names every path");
 
-#define RLY_STREAM_IOV 16 /* records sent to the recorder in one sendmsg */
+#define RLY_STREAM_IOV 64 /* records sent to the recorder in one sendmsg */
 
 /* Per-stream state of the zero-copy paths, allocated at pairing (once per stream, never per
  * I/O) and owned by the data connection. */
 struct rly_stream {
     uint8_t path;           /* enum rly_path */
     uint8_t rx_eof;         /* in place: close_notify opened, half-close once sent */
-    uint8_t in_ring;        /* in place: `in` is a ring buffer (in_bid) rather than a pool one */
-    uint16_t in_bid;
+    uint8_t in_kind;        /* in place: where `in` comes from (stream_inplace.c: enum in_kind) */
+    uint8_t busy;           /* in place: its last read filled a ring buffer: read big next */
+    uint16_t in_bid;        /* the ring buffer's id when in_kind is the ring */
+    uint32_t in_cap;
     struct rly_rec tls;     /* in place: both directions' keys and sequence numbers */
     uint8_t *in;            /* in place: the buffer the camera's records were received into */
+    uint8_t *sendbuf;       /* in place: a big buffer whose spans are being sent while `in`
+                               receives the next ones (busy streams only) */
     uint32_t in_start, in_end; /* its unprocessed bytes */
     uint32_t sending;       /* in place: plaintext bytes of the sendmsg in flight */
     struct msghdr msg;
@@ -192,6 +200,7 @@ struct rly_worker {
     struct io_uring_buf_ring *buf_ring;
     uint8_t *ring_bufs;    /* RLY_RING_BUFS x RLY_BUF_SIZE */
     struct rly_pool pool;
+    struct rly_pool big_pool; /* RLY_BIG_BUF_SIZE buffers for busy in-place streams */
     struct rly_relay *relay;
     struct rly_conn *conns;
     uint32_t n_conns;
