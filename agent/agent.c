@@ -179,6 +179,9 @@ int agt_agent_start(struct agt_agent *a)
             a->n_cams == 1 ? "" : "s", a->n_loops, a->n_loops == 1 ? "" : "s", dialers,
             dialers == 1 ? "" : "s",
             a->cfg->connect ? "phoning home now (--connect)" : "waiting for the button");
+    if (a->cfg->data_plain)
+        cr_info("data connections are plaintext (data-plain): the relay must allow them "
+                "(allow-plain-data); stream bytes are then as private as the link to the relay");
     if (a->cfg->connect)
         agt_agent_press(a);
     return 0;

@@ -38,6 +38,10 @@ const struct cr_opt agt_config_opts[] = {
         "local Unix socket for the button (\"press\") and \"status\""),
     OPT("press", CR_OPT_BOOL, press, "false", 0, 0,
         "client: send the button press to the agent at --control-socket and exit"),
+    OPT("data-plain", CR_OPT_BOOL, data_plain, "false", 0, 0,
+        "open data connections in plaintext (the control tunnel stays TLS; the relay needs "
+        "allow-plain-data): only where the link to the relay is already private (VPN, private "
+        "APN)"),
     OPT("simulate", CR_OPT_INT, simulate, "0", 0, AGT_SIMULATE_MAX,
         "simulate N cameras (serials <serial>-0001 ...), each its own tunnel; 0 = real camera"),
     OPT("sim-clip", CR_OPT_STR, sim_clip, NULL, 0, 0,

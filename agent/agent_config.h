@@ -39,6 +39,7 @@ struct agt_config {
     char *log_level;
     int connect;
     int press;
+    int data_plain; /* data connections without TLS (the relay needs allow-plain-data) */
     long simulate;
     long sim_fps;
 

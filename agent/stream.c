@@ -49,7 +49,7 @@ int agt_stream_pump(struct cr_link *l, int local, int stop_fd, uint64_t *bytes_i
                 in.eof = 1;
                 progress = 1;
             } else if (n == -EAGAIN) {
-                rev |= SSL_want_write(l->ssl) ? POLLOUT : POLLIN;
+                rev |= l->ssl && SSL_want_write(l->ssl) ? POLLOUT : POLLIN;
             } else {
                 rc = n;
                 break;
@@ -82,7 +82,8 @@ int agt_stream_pump(struct cr_link *l, int local, int stop_fd, uint64_t *bytes_i
         }
 
         /* local -> relay. While an SSL_write waits for a retry the buffer must not change,
-         * so nothing is read into it then; a successful SSL_write takes everything. */
+         * so nothing is read into it then; a successful SSL_write takes everything. A
+         * plaintext data connection takes what send() takes. */
         if (!out.eof && !ssl_write_pending && out.tail < AGT_PUMP_BUF) {
             ssize_t n = recv(local, out.buf + out.tail, AGT_PUMP_BUF - out.tail, 0);
             if (n > 0) {
@@ -98,7 +99,26 @@ int agt_stream_pump(struct cr_link *l, int local, int stop_fd, uint64_t *bytes_i
                 break;
             }
         }
-        if (out.head < out.tail) {
+        if (out.head < out.tail && !l->ssl) {
+            ssize_t w = send(l->fd, out.buf + out.head, out.tail - out.head, MSG_NOSIGNAL);
+            if (w > 0) {
+                out.head += (size_t)w;
+                out.bytes += (uint64_t)w;
+                progress = 1;
+                if (out.head == out.tail) {
+                    out.head = out.tail = 0;
+                } else if (out.tail == AGT_PUMP_BUF) {
+                    memmove(out.buf, out.buf + out.head, out.tail - out.head);
+                    out.tail -= out.head;
+                    out.head = 0;
+                }
+            } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+                rev |= POLLOUT;
+            } else {
+                rc = w < 0 ? -errno : -EPIPE;
+                break;
+            }
+        } else if (out.head < out.tail) {
             int w = SSL_write(l->ssl, out.buf + out.head, (int)(out.tail - out.head));
             if (w > 0) {
                 out.head += (size_t)w;
@@ -118,7 +138,14 @@ int agt_stream_pump(struct cr_link *l, int local, int stop_fd, uint64_t *bytes_i
                 }
             }
         }
-        if (out.eof && out.head == out.tail && !out.shut) {
+        if (out.eof && out.head == out.tail && !out.shut && !l->ssl) {
+            if (shutdown(l->fd, SHUT_WR) < 0) { /* FIN instead of close_notify; reading goes on */
+                rc = -errno;
+                break;
+            }
+            out.shut = 1;
+            progress = 1;
+        } else if (out.eof && out.head == out.tail && !out.shut) {
             int s = SSL_shutdown(l->ssl); /* sends close_notify; reading goes on */
             if (s >= 0) {
                 out.shut = 1;
@@ -158,12 +185,61 @@ int agt_stream_pump(struct cr_link *l, int local, int stop_fd, uint64_t *bytes_i
     return rc;
 }
 
-/* DataHello, then DataAccepted (or Refusal). Returns 0 or -errno with a message in err. */
-static int data_hello(struct cr_link *l, const struct agt_stream_req *s, char *err, size_t errlen)
+/* The StreamFailed reason (and the heart of the log line) when a relay does not take a
+ * plaintext data connection: a configuration mismatch only an admin can fix. */
+#define PLAIN_REFUSED                                                                              \
+    "relay refused a plaintext data connection: enable allow_plain_data on the relay or turn "   \
+    "data_plain off on the agent"
+
+/* Why a data connection failed: err for the log, reason for StreamFailed on the tunnel. */
+struct data_fail {
+    char err[400];
+    char reason[AGT_ERR_MAX];
+};
+
+/* A relay that does not accept plaintext answers a plaintext DataHello with a Refusal naming
+ * plaintext, or (one that refuses before reading, or one without the feature, which tries a
+ * TLS handshake) a closed connection or bytes that are not a frame. */
+static void plain_refused(struct data_fail *df, const char *relay, const char *detail)
+{
+    snprintf(df->err, sizeof(df->err), "%s (relay %s: %s)", PLAIN_REFUSED, relay, detail);
+    cr_strlcpy(df->reason, PLAIN_REFUSED, sizeof(df->reason));
+}
+
+/* Opens the data connection to the relay's external address: TLS, or with data-plain a plain
+ * TCP connection to the same address. Returns 0 or -errno with df filled. */
+static int data_connect(struct agt_agent *a, const struct agt_stream_req *s, struct cr_link *l,
+                        struct data_fail *df)
+{
+    if (!a->cfg->data_plain) {
+        int rc = cr_link_connect_tls(l, a->tls, s->relay, AGT_DIAL_TIMEOUT_MS, df->err,
+                                     sizeof(df->err));
+        if (rc < 0)
+            cr_strlcpy(df->reason, "the agent cannot open a data connection to the relay",
+                       sizeof(df->reason));
+        return rc;
+    }
+    int fd = cr_tcp_connect(s->relay, AGT_DIAL_TIMEOUT_MS);
+    if (fd < 0) {
+        snprintf(df->err, sizeof(df->err), "cannot connect to %s (plaintext data connection): %s",
+                 s->relay, strerror(-fd));
+        cr_strlcpy(df->reason, "the agent cannot open a data connection to the relay",
+                   sizeof(df->reason));
+        return fd;
+    }
+    cr_link_init_plain(l, fd);
+    cr_strlcpy(l->peer, s->relay, sizeof(l->peer));
+    return 0;
+}
+
+/* DataHello, then DataAccepted (or Refusal), over TLS or in the clear. Returns 0 or -errno
+ * with df filled. */
+static int data_hello(struct cr_link *l, const struct agt_stream_req *s, struct data_fail *df)
 {
     Camrelay__Frame f = CAMRELAY__FRAME__INIT, *in = NULL;
     Camrelay__DataHello dh = CAMRELAY__DATA_HELLO__INIT;
-    char m[120];
+    int plain = l->ssl == NULL;
+    char m[120], detail[160];
     int rc;
 
     dh.serial = s->cam->serial;
@@ -174,19 +250,37 @@ static int data_hello(struct cr_link *l, const struct agt_stream_req *s, char *e
     f.data_hello = &dh;
     rc = cr_link_write(l, &f, AGT_WRITE_MS);
     if (rc < 0) {
-        snprintf(err, errlen, "cannot send data_hello to %s: %s", s->relay, strerror(-rc));
+        if (plain && (rc == -EPIPE || rc == -ECONNRESET)) {
+            snprintf(detail, sizeof(detail), "closed before the hello was sent: %s",
+                     strerror(-rc));
+            plain_refused(df, s->relay, detail);
+        } else {
+            snprintf(df->err, sizeof(df->err), "cannot send data_hello to %s: %s", s->relay,
+                     strerror(-rc));
+            cr_strlcpy(df->reason, "the agent cannot send data_hello to the relay",
+                       sizeof(df->reason));
+        }
         return rc;
     }
     rc = cr_link_read(l, AGT_STEP_MS, &in);
     if (rc < 0) {
-        snprintf(err, errlen, "no answer to data_hello from %s: %s", s->relay, strerror(-rc));
+        if (plain && rc != -ETIMEDOUT) {
+            snprintf(detail, sizeof(detail), "%s instead of DataAccepted",
+                     rc == -ECONNRESET ? "connection closed" : "no camrelay frame");
+            plain_refused(df, s->relay, detail);
+        } else {
+            snprintf(df->err, sizeof(df->err), "no answer to data_hello from %s: %s", s->relay,
+                     strerror(-rc));
+            cr_strlcpy(df->reason, "no answer from the relay to data_hello", sizeof(df->reason));
+        }
         return rc;
     }
     switch (in->body_case) {
     case CAMRELAY__FRAME__BODY_DATA_ACCEPTED:
         if (in->data_accepted->stream_id != s->stream_id) {
-            snprintf(err, errlen, "relay %s accepted stream %" PRIu64 " instead", s->relay,
-                     in->data_accepted->stream_id);
+            snprintf(df->err, sizeof(df->err), "relay %s accepted stream %" PRIu64 " instead",
+                     s->relay, in->data_accepted->stream_id);
+            cr_strlcpy(df->reason, "the relay accepted another stream", sizeof(df->reason));
             rc = -EBADMSG;
         }
         break;
@@ -195,13 +289,22 @@ static int data_hello(struct cr_link *l, const struct agt_stream_req *s, char *e
         for (const char *p = in->refusal->message; p && *p && i + 1 < sizeof(m); p++)
             m[i++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
         m[i] = '\0';
-        snprintf(err, errlen, "relay %s refused the data connection: %s: %s", s->relay,
-                 cr_status_name(in->refusal->status), m);
         rc = -EACCES;
+        if (plain && strstr(m, "plaintext")) {
+            snprintf(detail, sizeof(detail), "%s: %s", cr_status_name(in->refusal->status), m);
+            plain_refused(df, s->relay, detail);
+            break;
+        }
+        snprintf(df->err, sizeof(df->err), "relay %s refused the data connection: %s: %s",
+                 s->relay, cr_status_name(in->refusal->status), m);
+        snprintf(df->reason, sizeof(df->reason), "the relay refused the data connection: %s", m);
         break;
     }
     default:
-        snprintf(err, errlen, "unexpected %s from relay %s", cr_frame_body_name(in), s->relay);
+        snprintf(df->err, sizeof(df->err), "unexpected %s from relay %s", cr_frame_body_name(in),
+                 s->relay);
+        cr_strlcpy(df->reason, "unexpected answer from the relay to data_hello",
+                   sizeof(df->reason));
         rc = -EBADMSG;
         break;
     }
@@ -252,32 +355,36 @@ static void *stream_main(void *arg)
     struct agt_cam *c = s->cam;
     struct agt_agent *a = c->agent;
     struct cr_link link;
-    char err[256];
+    struct data_fail df;
     uint64_t bytes_in = 0, bytes_out = 0;
     int rc, local;
 
-    rc = cr_link_connect_tls(&link, a->tls, s->relay, AGT_DIAL_TIMEOUT_MS, err, sizeof(err));
+    memset(&df, 0, sizeof(df));
+    rc = data_connect(a, s, &link, &df);
     if (rc < 0) {
         cr_warn("stream %" PRIu64 " serial=%s: no data connection: %s", s->stream_id, c->serial,
-                err);
-        agt_tunnel_stream_failed(c, s->tunnel_gen, s->stream_id,
-                                 "the agent cannot open a data connection to the relay");
+                df.err);
+        agt_tunnel_stream_failed(c, s->tunnel_gen, s->stream_id, df.reason);
         goto out_done;
     }
-    rc = data_hello(&link, s, err, sizeof(err));
+    rc = data_hello(&link, s, &df);
     if (rc < 0) {
-        cr_warn("stream %" PRIu64 " serial=%s: %s", s->stream_id, c->serial, err);
+        if (strstr(df.err, PLAIN_REFUSED))
+            cr_err("stream %" PRIu64 " serial=%s: %s", s->stream_id, c->serial, df.err);
+        else
+            cr_warn("stream %" PRIu64 " serial=%s: %s", s->stream_id, c->serial, df.err);
+        agt_tunnel_stream_failed(c, s->tunnel_gen, s->stream_id, df.reason);
         goto out_close_link;
     }
-    local = connect_local(a, s, err, sizeof(err));
+    local = connect_local(a, s, df.err, sizeof(df.err));
     if (local < 0) {
-        cr_warn("stream %" PRIu64 " serial=%s: %s", s->stream_id, c->serial, err);
-        agt_tunnel_stream_failed(c, s->tunnel_gen, s->stream_id, err);
+        cr_warn("stream %" PRIu64 " serial=%s: %s", s->stream_id, c->serial, df.err);
+        agt_tunnel_stream_failed(c, s->tunnel_gen, s->stream_id, df.err);
         rc = local;
         goto out_close_link;
     }
-    cr_info("stream open serial=%s stream=%" PRIu64 " service=%s", c->serial, s->stream_id,
-            s->service);
+    cr_info("stream open serial=%s stream=%" PRIu64 " service=%s%s", c->serial, s->stream_id,
+            s->service, link.ssl ? "" : " plaintext");
     rc = agt_stream_pump(&link, local, a->stop_fd, &bytes_in, &bytes_out);
     cr_info("stream closed serial=%s stream=%" PRIu64 " bytes_in=%" PRIu64 " bytes_out=%" PRIu64,
             c->serial, s->stream_id, bytes_in, bytes_out);
@@ -287,9 +394,14 @@ static void *stream_main(void *arg)
     close(local);
 
 out_close_link:
-    /* A stream cut short ends without close_notify, so the relay sees a truncation. */
-    if (rc < 0 && link.ssl)
+    /* A stream cut short ends without close_notify, or on a plaintext data connection with a
+     * reset instead of a FIN, so the relay sees a truncation, not an end. */
+    if (rc < 0 && link.ssl) {
         SSL_set_quiet_shutdown(link.ssl, 1);
+    } else if (rc < 0 && link.fd >= 0) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(link.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
     cr_link_close(&link);
 out_done:
     atomic_fetch_sub(&c->streams, 1);

@@ -1,6 +1,7 @@
-/* One stream: a data connection to the relay (DataHello / DataAccepted) joined to the local
- * service (a TCP connect, or a socketpair into the simulator), bytes pumped both ways with
- * half-close. One thread per stream, 256 KiB stack; buffers AGT_PUMP_BUF per direction. */
+/* One stream: a data connection to the relay (DataHello / DataAccepted; TLS, or plain TCP with
+ * --data-plain) joined to the local service (a TCP connect, or a socketpair into the
+ * simulator), bytes pumped both ways with half-close. One thread per stream, 256 KiB stack;
+ * buffers AGT_PUMP_BUF per direction. */
 #ifndef AGT_STREAM_H
 #define AGT_STREAM_H
 
@@ -27,13 +28,14 @@ struct agt_stream_req {
  * StreamFailed). Loop thread. */
 int agt_stream_start(const struct agt_stream_req *req);
 
-/* Moves bytes between a data connection (TLS, after DataAccepted) and a connected local
- * stream socket until both directions are closed: local EOF -> close_notify to the relay,
- * relay close_notify/EOF -> shutdown(local, SHUT_WR); each direction keeps flowing until its
- * own EOF. At most AGT_PUMP_BUF bytes per direction are held: a side that cannot take more
- * stops the reads on the other. Returns 0 after a clean close, -ECANCELED when stop_fd became
- * readable, or -errno on an I/O error. bytes_in counts relay -> local, bytes_out local ->
- * relay. Borrows l and local (the caller closes them). Any thread (blocks in poll). */
+/* Moves bytes between a data connection (after DataAccepted: TLS, or plaintext when l has no
+ * SSL) and a connected local stream socket until both directions are closed: local EOF ->
+ * close_notify to the relay (shutdown(SHUT_WR) on a plaintext one), relay close_notify/EOF ->
+ * shutdown(local, SHUT_WR); each direction keeps flowing until its own EOF. At most
+ * AGT_PUMP_BUF bytes per direction are held: a side that cannot take more stops the reads on
+ * the other. Returns 0 after a clean close, -ECANCELED when stop_fd became readable, or
+ * -errno on an I/O error. bytes_in counts relay -> local, bytes_out local -> relay. Borrows l
+ * and local (the caller closes them). Any thread (blocks in poll). */
 int agt_stream_pump(struct cr_link *l, int local, int stop_fd, uint64_t *bytes_in,
                     uint64_t *bytes_out);
 
