@@ -13,7 +13,17 @@
 #define CAP_HBINS 1024 /* latency histogram: exact below 64 us, then 32 bins per octave (3%) */
 
 enum cap_mode { CAP_PACED = 0, CAP_BULK, CAP_IDLE, CAP_HANDSHAKES, CAP_N_MODES };
-enum cap_peer_kind { CAP_CAMRELAY = 0, CAP_DIRECT, CAP_HAPROXY, CAP_HAPROXY_TLS, CAP_N_PEERS };
+/* camrelay-plain: the same relay with allow_plain_data, its cameras' data connections in the
+ * clear (tunnels still TLS); it compares against haproxy as camrelay does against haproxy-tls.
+ * New peers go at the end: the numbers are indexes of results and colours. */
+enum cap_peer_kind {
+    CAP_CAMRELAY = 0,
+    CAP_DIRECT,
+    CAP_HAPROXY,
+    CAP_HAPROXY_TLS,
+    CAP_CAMRELAY_PLAIN,
+    CAP_N_PEERS
+};
 
 extern const char *const cap_mode_names[CAP_N_MODES];
 extern const char *const cap_peer_names[CAP_N_PEERS];
@@ -28,6 +38,18 @@ struct cap_opts {
     const char *json, *plot, *haproxy_cfg, *note;
     int progress;
 };
+
+/* The peer is our relay (a child driven through relay/relay.h, cameras log in over tunnels). */
+static inline int cap_peer_is_relay(int peer)
+{
+    return peer == CAP_CAMRELAY || peer == CAP_CAMRELAY_PLAIN;
+}
+
+/* The cameras' stream bytes cross the peer in the clear (no TLS on the data connection). */
+static inline int cap_peer_is_plain(int peer)
+{
+    return peer == CAP_DIRECT || peer == CAP_HAPROXY || peer == CAP_CAMRELAY_PLAIN;
+}
 
 static inline uint64_t cap_now_ns(void)
 {

@@ -190,8 +190,8 @@ static int conn_open(struct gthread *t, struct stream *s, struct gconn *c, int r
         c->obuf = cr_xmalloc(CTRL_BUF);
         c->ocap = CTRL_BUF;
     }
-    if (tls && !c->ibuf)
-        c->ibuf = cr_xmalloc(CTRL_BUF);
+    if ((tls || (role == R_DATA && t->g->peer == CAP_CAMRELAY_PLAIN)) && !c->ibuf)
+        c->ibuf = cr_xmalloc(CTRL_BUF); /* control frames: tunnels, DataAccepted */
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                              .data.u64 = tag(s->idx, role)};
     return epoll_ctl(t->ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
@@ -435,7 +435,7 @@ static int on_connected(struct gthread *t, struct stream *s, struct gconn *c, ui
         c->state = CS_OPEN;
         return 0;
     }
-    if (g->peer == CAP_CAMRELAY) {
+    if (cap_peer_is_relay(g->peer)) { /* over TLS, or in the clear for camrelay-plain */
         char serial[RLY_NAME_MAX];
         Camrelay__Frame f = CAMRELAY__FRAME__INIT;
         Camrelay__DataHello h = CAMRELAY__DATA_HELLO__INIT;
@@ -498,7 +498,8 @@ static int on_frame(struct gthread *t, struct stream *s, struct gconn *c, Camrel
             return -1;
         s->stream_id = f->open_stream->stream_id;
         memcpy(s->token, f->open_stream->token.data, sizeof(s->token));
-        return conn_open(t, s, &s->data, R_DATA, &g->pp->cam_addr, 1) < 0 ? -1 : 0;
+        return conn_open(t, s, &s->data, R_DATA, &g->pp->cam_addr,
+                         g->peer != CAP_CAMRELAY_PLAIN) < 0 ? -1 : 0;
     case CAMRELAY__FRAME__BODY_DATA_ACCEPTED:
         if (c->role != R_DATA || c->state != CS_ACCEPTED)
             return -1;
@@ -510,17 +511,28 @@ static int on_frame(struct gthread *t, struct stream *s, struct gconn *c, Camrel
     }
 }
 
-/* Reads and handles control frames on a TLS connection. Returns 0 or -1 (failed). */
+/* Reads and handles control frames on a TLS connection, or on a plaintext data connection
+ * waiting for DataAccepted. Returns 0 or -1 (failed). */
 static int read_frames(struct gthread *t, struct stream *s, struct gconn *c, uint64_t now)
 {
     for (;;) {
         if (c->ilen == CTRL_BUF)
             return -1;
-        int r = SSL_read(c->ssl, c->ibuf + c->ilen, (int)(CTRL_BUF - c->ilen));
-        if (r <= 0) {
-            int e = SSL_get_error(c->ssl, r);
-            ERR_clear_error();
-            return e == SSL_ERROR_WANT_READ ? 0 : -1;
+        int r;
+        if (c->ssl) {
+            r = SSL_read(c->ssl, c->ibuf + c->ilen, (int)(CTRL_BUF - c->ilen));
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                ERR_clear_error();
+                return e == SSL_ERROR_WANT_READ ? 0 : -1;
+            }
+        } else {
+            /* The relay sends nothing behind DataAccepted until the recorder does, and bench
+             * recorders never send: whatever is read here is frames. */
+            ssize_t n = recv(c->fd, c->ibuf + c->ilen, CTRL_BUF - c->ilen, 0);
+            if (n <= 0)
+                return n < 0 && errno == EAGAIN ? 0 : -1;
+            r = (int)n;
         }
         c->ilen += (uint32_t)r;
         for (;;) {
@@ -568,7 +580,7 @@ static int conn_progress(struct gthread *t, struct stream *s, struct gconn *c, u
         return 0;
     if (c->role == R_REC)
         return rec_read(t, s, c);
-    if (c->ssl)
+    if (c->ssl || c->state == CS_ACCEPTED)
         return read_frames(t, s, c, now);
     uint8_t b[64]; /* a plain camera connection never receives: EOF means it is gone */
     ssize_t n;
@@ -686,7 +698,7 @@ static void stream_start(struct gthread *t, struct stream *s, uint64_t now)
     s->phase = PH_SETUP;
     s->deadline = now + SETUP_TIMEOUT_NS;
     t->in_setup++;
-    if (g->peer == CAP_CAMRELAY)
+    if (cap_peer_is_relay(g->peer))
         rc = conn_open(t, s, &s->tun, R_TUN, &g->pp->cam_addr, 1);
     else
         rc = conn_open(t, s, &s->data, R_DATA, &g->pp->cam_addr, g->peer == CAP_HAPROXY_TLS);
@@ -806,7 +818,7 @@ struct cap_gen *cap_gen_new(const struct cap_opts *o, int mode, int peer, uint32
         s->idx = i;
         s->tun.fd = s->data.fd = s->rec.fd = -1;
     }
-    if (peer != CAP_CAMRELAY) {
+    if (!cap_peer_is_relay(peer)) {
         g->listen_fd = cr_tcp_listen("127.0.0.1:0", 0, 4096);
         g->listen_port = g->listen_fd >= 0 ? cr_sock_port(g->listen_fd) : 0;
     }
@@ -828,7 +840,7 @@ struct cap_gen *cap_gen_new(const struct cap_opts *o, int mode, int peer, uint32
             epoll_ctl(t->ep, EPOLL_CTL_ADD, g->listen_fd, &ev);
         }
     }
-    if (!g->cli || (peer != CAP_CAMRELAY && g->listen_fd < 0)) {
+    if (!g->cli || (!cap_peer_is_relay(peer) && g->listen_fd < 0)) {
         fprintf(stderr, "camrelay-bench: cannot set up the load generator\n");
         cap_gen_free(g);
         return NULL;

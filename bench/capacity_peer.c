@@ -157,9 +157,11 @@ struct relay_cmd {
     uint32_t op, count, endpoints; /* op 1: add cameras, 2: counters */
 };
 
-/* The child: a relay on 127.0.0.1:0 that registers cameras when told, until its pipe closes. */
-static void relay_child(const struct cap_opts *o, uint32_t max_conns, const uint8_t salt[16],
-                        const uint8_t stored_key[32], int cmd_fd, int rep_fd)
+/* The child: a relay on 127.0.0.1:0 that registers cameras when told, until its pipe closes.
+ * kind CAP_CAMRELAY_PLAIN: it also accepts plaintext data connections. */
+static void relay_child(const struct cap_opts *o, int kind, uint32_t max_conns,
+                        const uint8_t salt[16], const uint8_t stored_key[32], int cmd_fd,
+                        int rep_fd)
 {
     char cert[200], key[200], err[256];
     uint32_t have = 0;
@@ -175,7 +177,8 @@ static void relay_child(const struct cap_opts *o, uint32_t max_conns, const uint
     SSL_CTX *ctx = cr_tls_server_ctx(cert, key, err, sizeof(err));
     struct rly_config cfg = {.relay_name = "bench", .listen_external = "127.0.0.1:0", .tls = ctx,
                              .keepalive_ms = 600000, .max_conns = max_conns, .workers = o->workers,
-                             .batch_wait_us = o->batch_wait_us};
+                             .batch_wait_us = o->batch_wait_us,
+                             .allow_plain_data = kind == CAP_CAMRELAY_PLAIN};
     if (!ctx || rly_relay_start(&cfg, &r) < 0)
         _exit(2);
     uint16_t port = rly_relay_external_port(r);
@@ -232,14 +235,33 @@ int cap_peer_add_cameras(struct cap_peer *p, uint32_t count, int endpoints)
     return 0;
 }
 
-uint64_t cap_peer_buffers_exhausted(struct cap_peer *p)
+/* The relay child's counters. Returns 0 or -1 (not a relay, or it is gone). */
+static int relay_counters(struct cap_peer *p, struct rly_counters *k)
 {
     struct relay_cmd c = {.op = 2};
-    struct rly_counters k = {0};
-    if (p->kind != CAP_CAMRELAY || write_full(p->cmd_fd, &c, sizeof(c)) < 0 ||
-        read_full(p->rep_fd, &k, sizeof(k)) < 0)
-        return 0;
-    return k.buffers_exhausted;
+    memset(k, 0, sizeof(*k));
+    if (!cap_peer_is_relay(p->kind) || write_full(p->cmd_fd, &c, sizeof(c)) < 0 ||
+        read_full(p->rep_fd, k, sizeof(*k)) < 0)
+        return -1;
+    return 0;
+}
+
+uint64_t cap_peer_buffers_exhausted(struct cap_peer *p)
+{
+    struct rly_counters k;
+    return relay_counters(p, &k) < 0 ? 0 : k.buffers_exhausted;
+}
+
+const char *cap_peer_stream_path(struct cap_peer *p)
+{
+    struct rly_counters k;
+    unsigned best = 0;
+    if (relay_counters(p, &k) < 0)
+        return "";
+    for (unsigned i = 1; i < RLY_PATHS; i++)
+        if (k.streams_by_path[i] > k.streams_by_path[best])
+            best = i;
+    return k.streams_by_path[best] ? rly_path_name(best) : "";
 }
 
 static int free_port(void)
@@ -326,7 +348,7 @@ int cap_peer_start(const struct cap_opts *o, int kind, uint32_t streams, const u
         p->cam_addr.sin_port = htons(rec_port);
         return 0;
     }
-    if (kind == CAP_CAMRELAY) {
+    if (cap_peer_is_relay(kind)) {
         int cmd[2], rep[2];
         uint16_t port;
         if (pipe2(cmd, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0)
@@ -336,7 +358,7 @@ int cap_peer_start(const struct cap_opts *o, int kind, uint32_t streams, const u
         if (p->pid == 0) {
             close(cmd[1]);
             close(rep[0]);
-            relay_child(o, max_conns, salt, stored_key, cmd[0], rep[1]);
+            relay_child(o, kind, max_conns, salt, stored_key, cmd[0], rep[1]);
         }
         close(cmd[0]);
         close(rep[1]);
@@ -404,7 +426,7 @@ void cap_peer_stop(struct cap_peer *p)
 {
     if (p->cmd_fd >= 0)
         close(p->cmd_fd); /* the relay child stops its relay and exits */
-    for (int i = 0; i < 100 && p->pid > 0 && p->kind == CAP_CAMRELAY; i++) {
+    for (int i = 0; i < 100 && p->pid > 0 && cap_peer_is_relay(p->kind); i++) {
         if (waitpid(p->pid, NULL, WNOHANG) == p->pid)
             p->pid = -1; /* exited by itself: reaped, never signal a recycled pid */
         else

@@ -47,6 +47,11 @@ int cap_peer_add_cameras(struct cap_peer *p, uint32_t count, int endpoints);
 /* Relay: the buffers_exhausted counter (0 for other peers or when the relay is gone). */
 uint64_t cap_peer_buffers_exhausted(struct cap_peer *p);
 
+/* Relay: the stream path (relay/relay.h rly_path_name: "tls-inplace", "plain-splice", ...) most
+ * of its streams took so far; "" for other peers, before any stream or when the relay is gone.
+ * A static string. */
+const char *cap_peer_stream_path(struct cap_peer *p);
+
 /* CPU seconds (utime + stime of every thread) and VmRSS of a process. Returns 0 or -1. */
 int cap_proc_sample(pid_t pid, double *cpu_s, long *rss_kb);
 

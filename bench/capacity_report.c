@@ -9,9 +9,32 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "common/util.h"
+
 const char *const cap_mode_names[CAP_N_MODES] = {"paced", "bulk", "idle", "handshakes"};
-const char *const cap_peer_names[CAP_N_PEERS] = {"camrelay", "direct", "haproxy", "haproxy-tls"};
-static const char *const peer_colors[CAP_N_PEERS] = {"#d62728", "#7f7f7f", "#1f77b4", "#2ca02c"};
+const char *const cap_peer_names[CAP_N_PEERS] = {"camrelay", "direct", "haproxy", "haproxy-tls",
+                                                 "camrelay-plain"};
+static const char *const peer_colors[CAP_N_PEERS] = {"#d62728", "#7f7f7f", "#1f77b4", "#2ca02c",
+                                                     "#ff7f0e"};
+
+/* The ratios: each relay peer against the peers it is fairly compared with, as "other / relay".
+ * camrelay (TLS data connections) against every other peer, haproxy-tls being its like;
+ * camrelay-plain (plaintext, spliced) against the plaintext ones, haproxy (spliced TCP) being
+ * its like and direct the floor. */
+static const struct baseline {
+    int peer;
+    const char *json_key;
+} baselines[] = {
+    {CAP_CAMRELAY, "ratios_vs_camrelay"},
+    {CAP_CAMRELAY_PLAIN, "ratios_vs_camrelay_plain"},
+};
+
+static int compared_with(const struct baseline *b, int p)
+{
+    if (p == b->peer)
+        return 0;
+    return b->peer == CAP_CAMRELAY || (cap_peer_is_plain(p) && !cap_peer_is_relay(p));
+}
 
 double cap_hist_pct(const uint32_t *hist, uint64_t total, double q)
 {
@@ -62,7 +85,7 @@ void cap_step_fill(struct cap_step *st, const struct cap_wstats *w, double budge
 void cap_report_step(FILE *out, int peer, const struct cap_step *st, int header)
 {
     if (header)
-        fprintf(out, "%-12s %7s %8s %7s %7s %8s %6s %6s %6s %8s %8s %6s %7s %6s\n", "peer",
+        fprintf(out, "%-14s %7s %8s %7s %7s %8s %6s %6s %6s %8s %8s %6s %7s %6s\n", "peer",
                 "streams", "Mbit/s", "p50 ms", "p99 ms", "max ms", "late%", "lost", "CPU%",
                 "CPU s/GB", "RSS/str", "gen%", "lag99ms", "other%");
     char cpu[16] = "-", per_gb[16] = "-", rss[16] = "-";
@@ -71,7 +94,7 @@ void cap_report_step(FILE *out, int peer, const struct cap_step *st, int header)
         snprintf(per_gb, sizeof(per_gb), "%.3f", st->cpu_s_per_gb);
         snprintf(rss, sizeof(rss), "%.1fK", st->rss_per_stream / 1024.0);
     }
-    fprintf(out, "%-12s %7u %8.1f %7.2f %7.2f %8.1f %6.2f %6llu %6s %8s %8s %6.1f %7.2f %6.1f %s\n",
+    fprintf(out, "%-14s %7u %8.1f %7.2f %7.2f %8.1f %6.2f %6llu %6s %8s %8s %6.1f %7.2f %6.1f %s\n",
             cap_peer_names[peer], st->streams, st->goodput_mbps, st->p50_ms, st->p99_ms,
             st->max_ms, st->late_pct, (unsigned long long)st->lost, cpu, per_gb, rss,
             st->gen_cpu_pct, st->lag_p99_ms, st->other_cpu_pct, st->pass ? "ok" : "OVER");
@@ -107,7 +130,6 @@ static const char *limited_by(const struct cap_opts *o, const struct cap_paced *
 void cap_report_summary(FILE *out, const struct cap_results *r)
 {
     const struct cap_opts *o = r->o;
-    const struct cap_paced *cam = &r->paced[CAP_CAMRELAY];
     int any = 0;
     for (int p = 0; p < CAP_N_PEERS; p++)
         any |= r->paced[p].ran;
@@ -115,15 +137,16 @@ void cap_report_summary(FILE *out, const struct cap_results *r)
         fprintf(out, "\n== paced: %.0f kbit/s per stream, %u fps, p99 budget %.0f ms, "
                 "%.0f s steps, %u relay workers / haproxy threads ==\n", o->kbps, o->fps,
                 o->budget_ms, o->seconds, r->workers);
-        fprintf(out, "%-12s %11s %8s %7s %6s %6s %9s %9s  %s\n", "peer", "max streams",
-                "Mbit/s", "p99 ms", "late%", "CPU%", "CPU s/GB", "RSS/str", "limited by");
+        fprintf(out, "%-14s %11s %8s %7s %6s %6s %9s %9s %-12s  %s\n", "peer", "max streams",
+                "Mbit/s", "p99 ms", "late%", "CPU%", "CPU s/GB", "RSS/str", "path",
+                "limited by");
         for (int p = 0; p < CAP_N_PEERS; p++) {
             const struct cap_paced *pr = &r->paced[p];
             const struct cap_step *b = pr->max_streams ? step_at(pr, pr->max_streams) : NULL;
             if (!pr->ran)
                 continue;
             if (!b) {
-                fprintf(out, "%-12s %11u  no step within budget%s%s\n", cap_peer_names[p], 0,
+                fprintf(out, "%-14s %11u  no step within budget%s%s\n", cap_peer_names[p], 0,
                         pr->error[0] ? ": " : "", pr->error);
                 continue;
             }
@@ -133,23 +156,30 @@ void cap_report_summary(FILE *out, const struct cap_results *r)
                 snprintf(per_gb, sizeof(per_gb), "%.3f", b->cpu_s_per_gb);
                 snprintf(rss, sizeof(rss), "%.1fK", b->rss_per_stream / 1024.0);
             }
-            fprintf(out, "%-12s %11u %8.1f %7.2f %6.2f %6s %9s %9s  %s\n", cap_peer_names[p],
-                    pr->max_streams, b->goodput_mbps, b->p99_ms, b->late_pct, cpu, per_gb, rss,
+            fprintf(out, "%-14s %11u %8.1f %7.2f %6.2f %6s %9s %9s %-12s  %s\n",
+                    cap_peer_names[p], pr->max_streams, b->goodput_mbps, b->p99_ms, b->late_pct,
+                    cpu, per_gb, rss, pr->path[0] ? pr->path : "-",
                     pr->error[0] ? pr->error : limited_by(o, pr));
         }
-        for (int p = 1; cam->ran && p < CAP_N_PEERS; p++) {
-            uint32_t n = r->paced[p].ran ? common_step(cam, &r->paced[p]) : 0;
-            if (!n)
-                continue;
-            const struct cap_step *a = step_at(cam, n), *b = step_at(&r->paced[p], n);
-            if (p == CAP_DIRECT) /* no process in the middle: only latency compares */
-                fprintf(out, "ratio at %u streams, direct / camrelay: p99 %.2fx\n", n,
-                        b->p99_ms / a->p99_ms);
-            else
-                fprintf(out, "ratio at %u streams, %s / camrelay: CPU s/GB %.2fx, p99 %.2fx, "
-                        "RSS/stream %.2fx\n", n, cap_peer_names[p],
-                        b->cpu_s_per_gb / a->cpu_s_per_gb, b->p99_ms / a->p99_ms,
-                        b->rss_per_stream / a->rss_per_stream);
+        for (size_t k = 0; k < CR_ARRAY_SIZE(baselines); k++) {
+            const struct baseline *bl = &baselines[k];
+            const struct cap_paced *cam = &r->paced[bl->peer];
+            for (int p = 0; cam->ran && p < CAP_N_PEERS; p++) {
+                uint32_t n = compared_with(bl, p) && r->paced[p].ran
+                                 ? common_step(cam, &r->paced[p])
+                                 : 0;
+                if (!n)
+                    continue;
+                const struct cap_step *a = step_at(cam, n), *b = step_at(&r->paced[p], n);
+                if (p == CAP_DIRECT) /* no process in the middle: only latency compares */
+                    fprintf(out, "ratio at %u streams, direct / %s: p99 %.2fx\n", n,
+                            cap_peer_names[bl->peer], b->p99_ms / a->p99_ms);
+                else
+                    fprintf(out, "ratio at %u streams, %s / %s: CPU s/GB %.2fx, p99 %.2fx, "
+                            "RSS/stream %.2fx\n", n, cap_peer_names[p], cap_peer_names[bl->peer],
+                            b->cpu_s_per_gb / a->cpu_s_per_gb, b->p99_ms / a->p99_ms,
+                            b->rss_per_stream / a->rss_per_stream);
+            }
         }
     }
     any = 0;
@@ -157,28 +187,33 @@ void cap_report_summary(FILE *out, const struct cap_results *r)
         any |= r->bulk[p].ran;
     if (any) {
         fprintf(out, "\n== bulk: one stream as fast as it goes, %.0f s ==\n", o->seconds);
-        fprintf(out, "%-12s %8s %9s %9s %9s  %s\n", "peer", "Gbit/s", "peer CPU%", "CPU s/GB",
-                "gen CPU%", "TLS");
+        fprintf(out, "%-14s %8s %9s %9s %9s  %-12s %s\n", "peer", "Gbit/s", "peer CPU%",
+                "CPU s/GB", "gen CPU%", "path", "TLS");
         for (int p = 0; p < CAP_N_PEERS; p++) {
             const struct cap_bulk *b = &r->bulk[p];
             if (b->ran && !b->error[0] && isfinite(b->peer_cpu_pct))
-                fprintf(out, "%-12s %8.2f %9.1f %9.3f %9.1f  %s\n", cap_peer_names[p], b->gbps,
-                        b->peer_cpu_pct, b->cpu_s_per_gb, b->gen_cpu_pct,
-                        b->cipher[0] ? b->cipher : "-");
+                fprintf(out, "%-14s %8.2f %9.1f %9.3f %9.1f  %-12s %s\n", cap_peer_names[p],
+                        b->gbps, b->peer_cpu_pct, b->cpu_s_per_gb, b->gen_cpu_pct,
+                        b->path[0] ? b->path : "-", b->cipher[0] ? b->cipher : "-");
             else if (b->ran && !b->error[0])
-                fprintf(out, "%-12s %8.2f %9s %9s %9.1f  -\n", cap_peer_names[p], b->gbps, "-",
-                        "-", b->gen_cpu_pct);
+                fprintf(out, "%-14s %8.2f %9s %9s %9.1f  %-12s -\n", cap_peer_names[p], b->gbps,
+                        "-", "-", b->gen_cpu_pct, "-");
             else if (b->ran)
-                fprintf(out, "%-12s failed: %s\n", cap_peer_names[p], b->error);
+                fprintf(out, "%-14s failed: %s\n", cap_peer_names[p], b->error);
         }
-        for (int p = 1; r->bulk[0].ran && r->bulk[0].gbps > 0 && p < CAP_N_PEERS; p++) {
-            if (!r->bulk[p].ran || r->bulk[p].gbps <= 0)
-                continue;
-            fprintf(out, "ratio %s / camrelay: Gbit/s %.2fx", cap_peer_names[p],
-                    r->bulk[p].gbps / r->bulk[0].gbps);
-            if (p != CAP_DIRECT)
-                fprintf(out, ", CPU s/GB %.2fx", r->bulk[p].cpu_s_per_gb / r->bulk[0].cpu_s_per_gb);
-            fputc('\n', out);
+        for (size_t k = 0; k < CR_ARRAY_SIZE(baselines); k++) {
+            const struct baseline *bl = &baselines[k];
+            const struct cap_bulk *a = &r->bulk[bl->peer];
+            for (int p = 0; a->ran && a->gbps > 0 && p < CAP_N_PEERS; p++) {
+                const struct cap_bulk *b = &r->bulk[p];
+                if (!compared_with(bl, p) || !b->ran || b->gbps <= 0)
+                    continue;
+                fprintf(out, "ratio %s / %s: Gbit/s %.2fx", cap_peer_names[p],
+                        cap_peer_names[bl->peer], b->gbps / a->gbps);
+                if (p != CAP_DIRECT)
+                    fprintf(out, ", CPU s/GB %.2fx", b->cpu_s_per_gb / a->cpu_s_per_gb);
+                fputc('\n', out);
+            }
         }
     }
     if (r->idle.ran) {
@@ -294,7 +329,6 @@ static json_t *paced_json(const struct cap_results *r)
 {
     const struct cap_opts *o = r->o;
     json_t *j = json_object(), *cfg = json_object(), *peers = json_object();
-    json_t *ratios = json_object();
     json_object_set_new(cfg, "stream_kbps", jnum(o->kbps));
     json_object_set_new(cfg, "fps", jint(o->fps));
     json_object_set_new(cfg, "frame_bytes", jint((uint64_t)(o->kbps * 1000.0 / 8.0 / o->fps)));
@@ -320,12 +354,24 @@ static json_t *paced_json(const struct cap_results *r)
         json_object_set_new(pj, "rss_per_stream_bytes_at_max",
                             best ? jbytes(best->rss_per_stream) : json_null());
         json_object_set_new(pj, "limited_by", json_string(limited_by(o, pr)));
+        json_object_set_new(pj, "relay_stream_path",
+                            pr->path[0] ? json_string(pr->path) : json_null());
         json_object_set_new(pj, "error", pr->error[0] ? json_string(pr->error) : json_null());
         json_object_set_new(pj, "steps", steps);
         json_object_set_new(peers, cap_peer_names[p], pj);
-        uint32_t n = p && r->paced[0].ran ? common_step(&r->paced[0], pr) : 0;
-        if (n) {
-            const struct cap_step *a = step_at(&r->paced[0], n), *b = step_at(pr, n);
+    }
+    json_object_set_new(j, "peers", peers);
+    for (size_t k = 0; k < CR_ARRAY_SIZE(baselines); k++) {
+        const struct baseline *bl = &baselines[k];
+        const struct cap_paced *base = &r->paced[bl->peer];
+        json_t *ratios = json_object();
+        for (int p = 0; base->ran && p < CAP_N_PEERS; p++) {
+            uint32_t n = compared_with(bl, p) && r->paced[p].ran
+                             ? common_step(base, &r->paced[p])
+                             : 0;
+            if (!n)
+                continue;
+            const struct cap_step *a = step_at(base, n), *b = step_at(&r->paced[p], n);
             /* direct has no process in the middle: its CPU and RSS are NaN, null here */
             json_object_set_new(ratios, cap_peer_names[p],
                                 json_pack("{sIsososo}", "streams", (json_int_t)n, "cpu_s_per_gb",
@@ -333,35 +379,44 @@ static json_t *paced_json(const struct cap_results *r)
                                           jnum(b->p99_ms / a->p99_ms), "rss_per_stream",
                                           jnum(b->rss_per_stream / a->rss_per_stream)));
         }
+        json_object_set_new(j, bl->json_key, ratios);
     }
-    json_object_set_new(j, "peers", peers);
-    json_object_set_new(j, "ratios_vs_camrelay", ratios);
     return j;
 }
 
 static json_t *bulk_json(const struct cap_results *r)
 {
-    json_t *j = json_object(), *peers = json_object(), *ratios = json_object();
+    json_t *j = json_object(), *peers = json_object();
     json_object_set_new(j, "seconds", jnum(r->o->seconds));
     for (int p = 0; p < CAP_N_PEERS; p++) {
         const struct cap_bulk *b = &r->bulk[p];
         if (!b->ran)
             continue;
         json_object_set_new(peers, cap_peer_names[p],
-                            json_pack("{sosososososIsoso}", "gbps", jnum(b->gbps), "window_s",
+                            json_pack("{sosososososIsososo}", "gbps", jnum(b->gbps), "window_s",
                                       jnum(b->seconds), "peer_cpu_pct", jnum(b->peer_cpu_pct),
                                       "cpu_s_per_gb", jnum(b->cpu_s_per_gb), "generator_cpu_pct",
                                       jnum(b->gen_cpu_pct), "bytes", (json_int_t)b->bytes,
                                       "tls", b->cipher[0] ? json_string(b->cipher) : json_null(),
+                                      "relay_stream_path",
+                                      b->path[0] ? json_string(b->path) : json_null(),
                                       "error", b->error[0] ? json_string(b->error) : json_null()));
-        if (p && r->bulk[0].ran && r->bulk[0].gbps > 0 && b->gbps > 0)
-            json_object_set_new(ratios, cap_peer_names[p],
-                                json_pack("{soso}", "gbps", jnum(b->gbps / r->bulk[0].gbps),
-                                          "cpu_s_per_gb",
-                                          jnum(b->cpu_s_per_gb / r->bulk[0].cpu_s_per_gb)));
     }
     json_object_set_new(j, "peers", peers);
-    json_object_set_new(j, "ratios_vs_camrelay", ratios);
+    for (size_t k = 0; k < CR_ARRAY_SIZE(baselines); k++) {
+        const struct baseline *bl = &baselines[k];
+        const struct cap_bulk *a = &r->bulk[bl->peer];
+        json_t *ratios = json_object();
+        for (int p = 0; a->ran && a->gbps > 0 && p < CAP_N_PEERS; p++) {
+            const struct cap_bulk *b = &r->bulk[p];
+            if (compared_with(bl, p) && b->ran && b->gbps > 0)
+                json_object_set_new(ratios, cap_peer_names[p],
+                                    json_pack("{soso}", "gbps", jnum(b->gbps / a->gbps),
+                                              "cpu_s_per_gb",
+                                              jnum(b->cpu_s_per_gb / a->cpu_s_per_gb)));
+        }
+        json_object_set_new(j, bl->json_key, ratios);
+    }
     return j;
 }
 

@@ -27,6 +27,7 @@ struct cap_step {
 struct cap_paced {
     int ran;
     char error[160];
+    char path[24];          /* relay peers: the stream path its streams took (plain-splice...) */
     uint32_t n_steps, max_streams; /* largest passing step; 0 = none */
     struct cap_step steps[CAP_MAX_STEPS];
 };
@@ -37,6 +38,7 @@ struct cap_bulk {
     uint64_t bytes;
     double seconds, gbps, peer_cpu_pct, gen_cpu_pct, cpu_s_per_gb;
     char cipher[48];        /* TLS peers: the negotiated suite */
+    char path[24];          /* relay peers: the stream path the relay took */
 };
 
 struct cap_idle {

@@ -5,6 +5,8 @@
 #
 #   bench/run-capacity.sh                 build/bench/capacity.json and capacity.svg
 #   OUT=/tmp/x PACED_PEERS=all bench/run-capacity.sh
+#   PACED_PEERS=camrelay,haproxy-tls,camrelay-plain,haproxy bench/run-capacity.sh
+#                                         also plaintext data connections against haproxy
 #
 # Environment: BIN (the program), OUT (output directory), RAMP, STEP_SECONDS, PACED_PEERS,
 # IDLE_TUNNELS, NOTE (stored with the machine description). Exit status: 1 if any run failed;

@@ -46,8 +46,9 @@ static const char usage[] =
     "                          handshakes + logins per second and per relay core\n"
     "  --peer LIST             comma-separated: camrelay (default), direct (camera to recorder,\n"
     "                          plain TCP: the floor), haproxy (TCP, splice-auto), haproxy-tls\n"
-    "                          (TLS terminated by haproxy), or all; idle and handshakes:\n"
-    "                          camrelay only\n"
+    "                          (TLS terminated by haproxy), camrelay-plain (the relay with\n"
+    "                          allow_plain_data, plaintext data connections: against haproxy),\n"
+    "                          or all; idle and handshakes: camrelay only\n"
     "  --streams N             streams (paced: one step; idle: tunnels, default 10000)\n"
     "  --ramp START:STEP:MAX   paced: steps of streams, e.g. 100:200:1500; the ramp stops after\n"
     "                          a step with more than 20%% of frames late\n"
@@ -266,7 +267,7 @@ static void run_paced(struct cap_results *r, const struct verifier *v, int peer,
         goto out;
     for (uint32_t n = o->ramp_start; n <= o->ramp_max && res->n_steps < CAP_MAX_STEPS;
          n += o->ramp_step) {
-        if (peer == CAP_CAMRELAY && cap_peer_add_cameras(&pp, n - pp.n_cams, 1) < 0) {
+        if (cap_peer_is_relay(peer) && cap_peer_add_cameras(&pp, n - pp.n_cams, 1) < 0) {
             snprintf(res->error, sizeof(res->error), "the relay child stopped answering");
             break;
         }
@@ -306,6 +307,7 @@ static void run_paced(struct cap_results *r, const struct verifier *v, int peer,
         if (o->ramp_step == 0)
             break;
     }
+    cr_strlcpy(res->path, cap_peer_stream_path(&pp), sizeof(res->path));
 out:
     cap_gen_free(g);
     cap_peer_stop(&pp);
@@ -348,7 +350,7 @@ static void run_bulk(struct cap_results *r, const struct verifier *v, int peer)
     res->ran = 1;
     if (setup(r, v, CAP_BULK, peer, 1, &g, &pp, res->error, sizeof(res->error)) < 0)
         goto out;
-    if ((peer == CAP_CAMRELAY && cap_peer_add_cameras(&pp, 1, 1) < 0) ||
+    if ((cap_peer_is_relay(peer) && cap_peer_add_cameras(&pp, 1, 1) < 0) ||
         cap_gen_grow(g, 1, o->progress) < 0) {
         snprintf(res->error, sizeof(res->error), "the stream did not come up");
         goto out;
@@ -389,6 +391,7 @@ static void run_bulk(struct cap_results *r, const struct verifier *v, int peer)
     atomic_store(&w.stop, 1);
     while (!atomic_load(&w.done) && recv(rec_fd, buf, sizeof(buf), 0) > 0)
         ; /* keep reading so that a blocked write returns */
+    cr_strlcpy(res->path, cap_peer_stream_path(&pp), sizeof(res->path));
     if (tb > ta) {
         res->seconds = (double)(tb - ta) / 1e9;
         res->gbps = (double)res->bytes * 8.0 / res->seconds / 1e9;
@@ -396,7 +399,7 @@ static void run_bulk(struct cap_results *r, const struct verifier *v, int peer)
         res->gen_cpu_pct = 100.0 * (g1 - g0) / res->seconds;
         res->cpu_s_per_gb = res->bytes ? (c1 - c0) / ((double)res->bytes / 1e9) : NAN;
     }
-    printf("bulk %-12s %8.2f Gbit/s  peer CPU %5.1f%%  %.3f CPU s/GB  generator CPU %5.1f%%%s%s\n",
+    printf("bulk %-14s %8.2f Gbit/s  peer CPU %5.1f%%  %.3f CPU s/GB  generator CPU %5.1f%%%s%s\n",
            cap_peer_names[peer], res->gbps, isfinite(res->peer_cpu_pct) ? res->peer_cpu_pct : 0,
            isfinite(res->cpu_s_per_gb) ? res->cpu_s_per_gb : 0, res->gen_cpu_pct,
            res->error[0] ? "  " : "", res->error);
