@@ -380,10 +380,7 @@ void rly__stream_free(struct rly_worker *w, struct rly_conn *data)
         return;
     rly__inplace_release(w, data); /* a ring or big buffer it still held */
     rly_rec_free(&st->tls);
-    int *fds[] = {&st->pipe_up[0], &st->pipe_up[1], &st->pipe_down[0], &st->pipe_down[1]};
-    for (unsigned i = 0; i < 4; i++)
-        if (*fds[i] >= 0)
-            close(*fds[i]);
+    rly__splice_release(w, data); /* pipes it still held */
     free(st);
     data->st = NULL;
 }

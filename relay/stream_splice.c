@@ -12,7 +12,11 @@
  * worker costs one completion and two system calls per burst, with no thread in between.
  *
  * Backpressure: a direction moves at most one pipe's worth (64 KiB) at a time; while its
- * pipe holds bytes the destination is polled for POLLOUT and the source is not read. */
+ * pipe holds bytes the destination is polled for POLLOUT and the source is not read.
+ *
+ * Pipes are lent per burst from a per-worker pool: a direction holds one only while bytes are
+ * in it. A camera frame passes through in one go, so thousands of paced streams share a few
+ * pipes instead of holding four descriptors and two pipe buffers each. */
 #include "relay/worker.h"
 
 #include <errno.h>
@@ -51,6 +55,53 @@ static int ktls_read_control(int fd)
     return -EPROTO;
 }
 
+/* A pipe from the worker's pool, or a new one. 0 or -errno. */
+static int pipe_take(struct rly_worker *w, int p[2])
+{
+    if (w->n_pipes) {
+        w->n_pipes--;
+        p[0] = w->pipes[w->n_pipes][0];
+        p[1] = w->pipes[w->n_pipes][1];
+        return 0;
+    }
+    return pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+/* Gives an empty pipe back to the pool (closed when the pool is full). */
+static void pipe_give(struct rly_worker *w, int p[2])
+{
+    if (p[0] < 0)
+        return;
+    if (w->n_pipes < RLY_PIPE_POOL) {
+        w->pipes[w->n_pipes][0] = p[0];
+        w->pipes[w->n_pipes][1] = p[1];
+        w->n_pipes++;
+    } else {
+        close(p[0]);
+        close(p[1]);
+    }
+    p[0] = p[1] = -1;
+}
+
+void rly__splice_release(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_stream *st = data->st;
+    int *pipes[] = {st->pipe_up, st->pipe_down};
+    uint32_t held[] = {st->in_pipe_up, st->in_pipe_down};
+    for (unsigned i = 0; i < 2; i++) {
+        if (pipes[i][0] < 0)
+            continue;
+        if (held[i]) { /* bytes nobody will read: the pipe cannot be lent again */
+            close(pipes[i][0]);
+            close(pipes[i][1]);
+            pipes[i][0] = pipes[i][1] = -1;
+        } else {
+            pipe_give(w, pipes[i]);
+        }
+    }
+    st->in_pipe_up = st->in_pipe_down = 0;
+}
+
 /* Moves one direction's bytes until a side would block, the source ends, or the round limit.
  * up: camera (data connection) -> recorder; else recorder -> camera. */
 static void pump(struct rly_worker *w, struct rly_conn *data, struct rly_conn *rec, int up)
@@ -74,6 +125,8 @@ static void pump(struct rly_worker *w, struct rly_conn *data, struct rly_conn *r
             if (n > 0) {
                 *held -= (uint32_t)n;
                 rly__stream_count(w, rec, (uint64_t)n);
+                if (!*held)
+                    pipe_give(w, pipe); /* empty: lend it to the next burst */
                 continue;
             }
             if (n < 0 && errno == EAGAIN) {
@@ -96,6 +149,10 @@ static void pump(struct rly_worker *w, struct rly_conn *data, struct rly_conn *r
                 src->read_eof = 1;
             }
             rly__stream_check_done(w, data, rec);
+            return;
+        }
+        if (pipe[0] < 0 && pipe_take(w, pipe) < 0) {
+            rly__conn_close(w, src, "out of pipes");
             return;
         }
         ssize_t n = splice(src->fd, NULL, pipe[1], NULL, SPLICE_CHUNK,
@@ -131,12 +188,11 @@ int rly__splice_start(struct rly_worker *w, struct rly_conn *data, struct rly_co
                       const uint8_t *leftover, uint32_t leftover_len)
 {
     struct rly_stream *st = data->st;
-    if (pipe2(st->pipe_up, O_NONBLOCK | O_CLOEXEC) < 0)
-        return -errno;
-    if (st->path == RLY_PATH_PLAIN_SPLICE && pipe2(st->pipe_down, O_NONBLOCK | O_CLOEXEC) < 0)
-        return -errno;
     if (leftover_len) { /* stream bytes that came right behind the hello: an empty pipe
                            takes them whole (64 KiB > one hello buffer) */
+        int rc = pipe_take(w, st->pipe_up);
+        if (rc < 0)
+            return rc;
         ssize_t n = write(st->pipe_up[1], leftover, leftover_len);
         if (n != (ssize_t)leftover_len)
             return n < 0 ? -errno : -EIO;

@@ -790,6 +790,7 @@ int rly__worker_init(struct rly_worker *w, struct rly_relay *r, uint32_t id, int
     w->pool.free = cr_xcalloc(w->pool.limit, sizeof(void *));
     w->big_pool.limit = RLY_BIG_BUFS;
     w->big_pool.free = cr_xcalloc(w->big_pool.limit, sizeof(void *));
+    w->pipes = cr_xcalloc(RLY_PIPE_POOL, sizeof(*w->pipes));
     w->n_cameras = w->n_conns / 2 > 4 ? w->n_conns / 2 : 4;
     w->cameras = cr_xcalloc(w->n_cameras, sizeof(*w->cameras));
     w->event_fd = eventfd(0, EFD_CLOEXEC);
@@ -837,6 +838,11 @@ void rly__worker_free(struct rly_worker *w)
     for (uint32_t i = 0; i < w->big_pool.n_free; i++)
         free(w->big_pool.free[i]);
     free(w->big_pool.free);
+    for (uint32_t i = 0; i < w->n_pipes; i++) {
+        close(w->pipes[i][0]);
+        close(w->pipes[i][1]);
+    }
+    free(w->pipes);
     if (w->ring_bufs)
         munmap(w->ring_bufs, (size_t)RLY_RING_BUFS * RLY_BUF_SIZE);
     if (w->buf_ring)

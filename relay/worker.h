@@ -141,6 +141,8 @@ int rly__inplace_close_notify(struct rly_worker *w, struct rly_conn *data);
 /* Sets up the pipes (and kTLS when ktls) and starts both directions. 0 or -errno. */
 int rly__splice_start(struct rly_worker *w, struct rly_conn *data, struct rly_conn *rec,
                       const uint8_t *leftover, uint32_t leftover_len);
+/* Gives data's pipes back to the worker's pool (or closes those with bytes left in them). */
+void rly__splice_release(struct rly_worker *w, struct rly_conn *data);
 /* A poll armed by the splice path completed on c. */
 void rly__splice_on_poll(struct rly_worker *w, struct rly_conn *c, int out, int res);
 

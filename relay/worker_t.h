@@ -28,6 +28,7 @@
  * instead: 16 full records per recv and sendmsg rather than one. A few per worker. */
 #define RLY_BIG_BUF_SIZE (1024 * 1024)
 #define RLY_BIG_BUFS 16
+#define RLY_PIPE_POOL 256 /* idle pipes a worker keeps for splicing bursts */
 #define RLY_FRAME_MAX_EXTERNAL (16 * 1024) /* control frames from agents */
 #define RLY_HANDSHAKE_TIMEOUT_MS 10000
 #define RLY_HELLO_TIMEOUT_MS 10000
@@ -94,7 +95,8 @@ struct rly_stream {
     uint32_t sending;       /* in place: plaintext bytes of the sendmsg in flight */
     struct msghdr msg;
     struct iovec iov[RLY_STREAM_IOV];
-    /* splice: a pipe per direction, [0] read end, [1] write end, and what each holds */
+    /* splice: a pipe per direction while bytes are in it ([0] read end, [1] write end; -1
+     * when none is held) and how many bytes each holds */
     int pipe_up[2];         /* camera -> recorder */
     int pipe_down[2];       /* recorder -> camera */
     uint32_t in_pipe_up, in_pipe_down;
@@ -201,6 +203,8 @@ struct rly_worker {
     uint8_t *ring_bufs;    /* RLY_RING_BUFS x RLY_BUF_SIZE */
     struct rly_pool pool;
     struct rly_pool big_pool; /* RLY_BIG_BUF_SIZE buffers for busy in-place streams */
+    int (*pipes)[2];          /* idle pipes lent to splicing streams per burst */
+    uint32_t n_pipes;
     struct rly_relay *relay;
     struct rly_conn *conns;
     uint32_t n_conns;
