@@ -679,12 +679,12 @@ static void echo_start(struct echo *e)
     assert_int_equal(pthread_create(&e->thread, NULL, echo_main, e), 0);
 }
 
-static uint16_t closed_port(void)
+/* A port that refuses connections for as long as *fd stays open (close it at the end). */
+static uint16_t closed_port(int *fd)
 {
-    int fd = cr_tcp_listen("127.0.0.1:0", 0, 1);
-    assert_true(fd >= 0);
-    uint16_t port = cr_sock_port(fd);
-    close(fd);
+    uint16_t port;
+    *fd = test_port_reserve(&port);
+    assert_true(*fd >= 0);
     return port;
 }
 
@@ -724,6 +724,7 @@ static void test_agent_tunnel_fake_relay(void **state)
     struct cr_link l, d;
     struct agt_agent *a = NULL;
     Camrelay__Frame *f;
+    int closed_svc, closed_disp;
     (void)state;
 
     skip_without_certs();
@@ -738,9 +739,9 @@ static void test_agent_tunnel_fake_relay(void **state)
         agt_cache_store(dir, "cam-test", (const char(*)[CR_ADDR_STRLEN])cached, 1, 0), 0);
     snprintf(cache_file, sizeof(cache_file), "%s/cam-test.relay", dir);
     snprintf(services, sizeof(services), "rtsp=127.0.0.1:%u,http=127.0.0.1:%u", echo.port,
-             closed_port());
+             closed_port(&closed_svc));
     char disp[64];
-    snprintf(disp, sizeof(disp), "127.0.0.1:%u", closed_port());
+    snprintf(disp, sizeof(disp), "127.0.0.1:%u", closed_port(&closed_disp));
 
     char *argv[] = {"camrelay-agent", "--serial", "cam-test", "--oak", "oak-1", "--user", "root",
                     "--password", "pw-1", "--dispatcher", disp, "--ca", ca_pem,
@@ -880,6 +881,8 @@ static void test_agent_tunnel_fake_relay(void **state)
     agt_agent_destroy(a);
     agt_config_free(&cfg);
     fake_stop(&relay);
+    close(closed_svc);
+    close(closed_disp);
 }
 
 /* ---- the agent held at a fake dispatcher, then sent to the fake relay ---- */
@@ -903,7 +906,9 @@ static void test_agent_dispatch_then_relay(void **state)
     snprintf(secrets, sizeof(secrets), "%s/cam.secrets", dir);
     write_str(secrets, "oak=oak-2\nuser=admin\npassword=pw-2\n");
     /* The first dispatcher is down: the agent moves on to the second at once. */
-    snprintf(disp_list, sizeof(disp_list), "127.0.0.1:%u,%s", closed_port(), dispatcher.addr);
+    int closed_disp;
+    snprintf(disp_list, sizeof(disp_list), "127.0.0.1:%u,%s", closed_port(&closed_disp),
+             dispatcher.addr);
 
     char *argv[] = {"camrelay-agent", "--serial", "cam-disp", "--secrets-file", secrets,
                     "--dispatcher", disp_list, "--ca", ca_pem, "--services",
@@ -969,6 +974,7 @@ static void test_agent_dispatch_then_relay(void **state)
     agt_config_free(&cfg);
     fake_stop(&dispatcher);
     fake_stop(&relay);
+    close(closed_disp);
 }
 
 /* ---- fixtures ---- */

@@ -393,10 +393,14 @@ static int cond_full_synced(struct fixture *f) { return fk_get(f, &f->fk.full_sy
 static int cond_two_logins(struct fixture *f) { return fk_get(f, &f->fk.logins) >= 2; }
 static int cond_two_full_syncs(struct fixture *f) { return fk_get(f, &f->fk.full_syncs) >= 2; }
 static int cond_c3_known(struct fixture *f) { return fk_known(f, "CAM-3"); }
+static int cond_c1_synced(struct fixture *f) { return synced(f, "CAM-1"); }
+static int cond_c2_synced(struct fixture *f) { return synced(f, "CAM-2"); }
 static int cond_c3_synced(struct fixture *f) { return synced(f, "CAM-3"); }
 static int cond_c1_gone(struct fixture *f) { return !fk_known(f, "CAM-1"); }
 static int cond_late_synced(struct fixture *f) { return synced(f, "LATE-1"); }
 static int cond_dup_acked(struct fixture *f) { return fk_get(f, &f->fk.partial_syncs) >= 1; }
+static int cond_three_partial(struct fixture *f) { return fk_get(f, &f->fk.partial_syncs) >= 3; }
+static int cond_four_pings(struct fixture *f) { return fk_get(f, &f->fk.pings) >= 4; }
 static int cond_three_attempts(struct fixture *f) { return fk_get(f, &f->fk.attempts) >= 3; }
 
 /* ---- tests ---- */
@@ -420,10 +424,10 @@ static void test_uplink_login_and_full_sync(void **state)
     assert_memory_equal(f->fk.ticket_key, f->ticket_key, 32);
     assert_int_equal(f->fk.n_known, 2);
     pthread_mutex_unlock(&f->fk.lock);
-    /* Marked synced once acked. */
-    usleep(50000);
-    assert_true(synced(f, "CAM-1"));
-    assert_true(synced(f, "CAM-2"));
+    /* Marked synced once the uplink has read the Ack, which the fake sends after counting the
+     * sync: wait for it. */
+    assert_true(wait_for(f, cond_c1_synced, 5000));
+    assert_true(wait_for(f, cond_c2_synced, 5000));
 }
 
 static void test_uplink_sends_queued_changes(void **state)
@@ -460,11 +464,16 @@ static void test_uplink_duplicate_is_left_unsynced(void **state)
 
     add_camera(f, "DUP-1");
     ctl_uplink_camera_changed(f->up, "DUP-1", 0);
-    assert_true(wait_for(f, cond_dup_acked, 3000));
-    usleep(100000);
+    /* Changes go out one at a time, each after the previous one's Ack was handled: once the
+     * camera queued behind DUP-1 is synced, the uplink has acted on DUP-1's refusal. */
+    add_camera(f, "CAM-3");
+    ctl_uplink_camera_changed(f->up, "CAM-3", 0);
+    assert_true(wait_for(f, cond_dup_acked, 5000));
+    assert_true(wait_for(f, cond_c3_synced, 5000));
     assert_false(synced(f, "DUP-1"));
-    assert_true(synced(f, "CAM-1"));
+    assert_true(wait_for(f, cond_c1_synced, 5000));
     assert_true(ctl_uplink_connected(f->up)); /* a refused camera does not drop the link */
+    assert_int_equal(fk_get(f, &f->fk.logins), 1);
 }
 
 static void test_uplink_full_sync_with_a_duplicate_syncs_the_rest(void **state)
@@ -478,8 +487,12 @@ static void test_uplink_full_sync_with_a_duplicate_syncs_the_rest(void **state)
     f->fk.dup[0] = 'D';
     start_uplink(f, fake_addr(f, addr, sizeof(addr)), PASSWORD);
     assert_true(wait_for(f, cond_full_synced, 5000));
-    assert_true(wait_for(f, cond_dup_acked, 3000)); /* the camera-by-camera retry */
-    usleep(200000);
+    assert_true(wait_for(f, cond_three_partial, 5000)); /* the camera-by-camera retry */
+    /* The full sync has begun, so the queue was cleared before it: a change queued now goes
+     * out after the retry, and once it is synced every retry's Ack has been handled. */
+    add_camera(f, "CAM-3");
+    ctl_uplink_camera_changed(f->up, "CAM-3", 0);
+    assert_true(wait_for(f, cond_c3_synced, 5000));
     assert_true(synced(f, "CAM-1"));
     assert_true(synced(f, "CAM-2"));
     assert_false(synced(f, "DUP-1"));
@@ -490,11 +503,10 @@ static void test_uplink_registration_while_down_goes_out_on_connect(void **state
     struct fixture *f = *state;
     char addr[64];
 
-    /* A port with nothing behind it (yet). */
-    int probe = cr_tcp_listen("127.0.0.1:0", 0, 1);
-    assert_true(probe >= 0);
-    uint16_t port = cr_sock_port(probe);
-    close(probe);
+    /* A port with nothing behind it (yet), kept from anyone else until the fake takes it. */
+    uint16_t port;
+    int reserved = test_port_reserve(&port);
+    assert_true(reserved >= 0);
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
     start_uplink(f, addr, PASSWORD);
 
@@ -504,6 +516,7 @@ static void test_uplink_registration_while_down_goes_out_on_connect(void **state
     assert_false(ctl_uplink_connected(f->up));
     assert_false(synced(f, "LATE-1"));
 
+    close(reserved);
     start_fake(f, port, PASSWORD);
     assert_true(wait_for(f, cond_late_synced, 5000));
     assert_true(fk_known(f, "LATE-1"));
@@ -561,9 +574,10 @@ static void test_uplink_answered_pings_keep_the_link(void **state)
     f->fk.keepalive_ms = 100;
     start_uplink(f, fake_addr(f, addr, sizeof(addr)), PASSWORD);
     assert_true(wait_for(f, cond_logged_in, 3000));
-    usleep(800000);
+    /* Three unanswered pings would end the link: four pings on one login prove the answers
+     * count. (Wait for them rather than sleeping a fixed time a loaded machine may not get.) */
+    assert_true(wait_for(f, cond_four_pings, 5000));
     assert_int_equal(fk_get(f, &f->fk.logins), 1);
-    assert_true(fk_get(f, &f->fk.pings) >= 4);
 }
 
 static void test_uplink_reconnects_after_the_link_drops(void **state)
@@ -586,14 +600,14 @@ static void test_uplink_tries_dispatchers_in_order(void **state)
 {
     struct fixture *f = *state;
     char list[128];
-    int probe = cr_tcp_listen("127.0.0.1:0", 0, 1);
-    assert_true(probe >= 0);
-    uint16_t dead = cr_sock_port(probe);
-    close(probe);
+    uint16_t dead;
+    int reserved = test_port_reserve(&dead); /* refuses connections for the whole test */
+    assert_true(reserved >= 0);
     start_fake(f, 0, PASSWORD);
     snprintf(list, sizeof(list), "127.0.0.1:%u,127.0.0.1:%u", dead, f->fk.port);
     start_uplink(f, list, PASSWORD);
-    assert_true(wait_for(f, cond_logged_in, 3000));
+    assert_true(wait_for(f, cond_logged_in, 5000));
+    close(reserved);
 }
 
 static void test_uplink_stop_is_prompt(void **state)

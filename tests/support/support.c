@@ -1,10 +1,13 @@
 /* Helpers shared by the unit tests: temporary directories and throw-away certificates. */
 #include "tests/support/support.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,4 +54,24 @@ int test_certs_make(const char *dir, const char *sans)
              "-out server.pem -days 2 -extfile ext.cnf 2>/dev/null",
              dir, sans);
     return run(cmd);
+}
+
+int test_port_reserve(uint16_t *port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* SO_REUSEADDR lets a listener (which sets it too) bind the port while this is open. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
 }
