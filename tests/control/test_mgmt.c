@@ -755,6 +755,35 @@ static int port_accepts(uint16_t port)
     return 1;
 }
 
+/* serial's camera list reply (owned), polled until the data path reports on the camera (its
+ * data_path is set) or timeout_ms have passed. */
+static Camrelay__Frame *list_with_data_path_within(struct fixture *f, const char *serial,
+                                                   int timeout_ms)
+{
+    uint64_t deadline = cr_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        Camrelay__Frame *rep = do_select(f, CAMRELAY__MGMT_REQUEST__OP_CAMERA_LIST, serial);
+        assert_int_equal(rep->mgmt_reply->n_cameras, 1);
+        if (rep->mgmt_reply->cameras[0]->data_path[0] || cr_now_ms() >= deadline)
+            return rep;
+        cr_frame_free(rep);
+        usleep(20000);
+    }
+}
+
+/* 1 once nothing accepts on 127.0.0.1:port any more, within timeout_ms. */
+static int port_closed_within(uint16_t port, int timeout_ms)
+{
+    uint64_t deadline = cr_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (!port_accepts(port))
+            return 1;
+        if (cr_now_ms() >= deadline)
+            return 0;
+        usleep(20000);
+    }
+}
+
 static void test_mgmt_with_data_path_endpoints_follow_registrations(void **state)
 {
     struct fixture *f = *state;
@@ -767,7 +796,9 @@ static void test_mgmt_with_data_path_endpoints_follow_registrations(void **state
     assert_true(port_accepts(p0));
     assert_true(port_accepts(p1));
 
-    rep = do_select(f, CAMRELAY__MGMT_REQUEST__OP_CAMERA_LIST, "CAM-DP");
+    /* rly_relay_camera_put only queues the camera for its worker: until the worker has taken
+     * it, the data path reports no status for it (no data_path). Wait for that. */
+    rep = list_with_data_path_within(f, "CAM-DP", 5000);
     const Camrelay__CameraInfo *ci = rep->mgmt_reply->cameras[0];
     assert_string_equal(ci->state, "red");
     assert_false(ci->online);
@@ -785,9 +816,9 @@ static void test_mgmt_with_data_path_endpoints_follow_registrations(void **state
     rep = do_select(f, CAMRELAY__MGMT_REQUEST__OP_CAMERA_REMOVE, "CAM-DP");
     assert_int_equal(rep->mgmt_reply->status, CAMRELAY__STATUS__OK);
     cr_frame_free(rep);
-    usleep(300000); /* the worker closes them asynchronously */
-    assert_false(port_accepts(p0));
-    assert_false(port_accepts(p1));
+    /* The worker closes them asynchronously. */
+    assert_true(port_closed_within(p0, 5000));
+    assert_true(port_closed_within(p1, 5000));
 
     /* Register, remove, register at once: the second camera gets the freed ports even though
      * the data path closes the first one's listeners asynchronously. */
