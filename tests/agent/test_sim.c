@@ -472,8 +472,13 @@ static void test_sim_rtsp_backpressure_drops_until_keyframe(void **state)
     assert_int_equal(agt_sim_serve_fd(bp, sv[1], AGT_SIM_RTSP, "cam-bp"), 0);
     struct conn *c = conn_new(sv[0]);
     setup_and_play(c, session, &seq, &ts);
-    usleep(1500 * 1000); /* 150 frames due, ~6 MB: far over the 512 KiB backlog */
-    agt_sim_get_stats(bp, &st);
+    /* Unread, 1.5 s makes 150 frames due, ~6 MB: far over the 512 KiB backlog. Wait for the
+     * drops rather than sleeping, in case the simulator's thread falls behind. */
+    uint64_t deadline = mono_ms() + 10000;
+    do {
+        usleep(20 * 1000);
+        agt_sim_get_stats(bp, &st);
+    } while (st.frames_dropped <= 50 && mono_ms() < deadline);
     assert_true(st.frames_dropped > 50);
     /* drain: after every gap in timestamps the next AU must start with SPS (a keyframe) */
     struct packet *pkt = malloc(sizeof(*pkt));
