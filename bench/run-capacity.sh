@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The default capacity run of camrelay-bench (about 5 minutes): a paced ramp for camrelay and
-# haproxy-tls, bulk for every peer, 10,000 idle tunnels, 10 s of handshakes. Everything goes
-# into one JSON file (each run adds its section) and the ramp into an SVG plot.
+# The default capacity run of camrelay-bench (about 8 minutes): a paced ramp for the TLS pair
+# (camrelay, haproxy-tls) and the plaintext pair (camrelay-plain, haproxy), bulk for every
+# peer, 10,000 idle tunnels, 10 s of handshakes. Everything goes into one JSON file (each run
+# adds its section) and the ramp into an SVG plot.
 #
 #   bench/run-capacity.sh                 build/bench/capacity.json and capacity.svg
-#   OUT=/tmp/x PACED_PEERS=all bench/run-capacity.sh
-#   PACED_PEERS=camrelay,haproxy-tls,camrelay-plain,haproxy bench/run-capacity.sh
-#                                         also plaintext data connections against haproxy
+#   OUT=/tmp/x PACED_PEERS=camrelay,haproxy-tls RAMP=1000:1000:4000 bench/run-capacity.sh
 #
 # Environment: BIN (the program), OUT (output directory), RAMP, STEP_SECONDS, PACED_PEERS,
 # IDLE_TUNNELS, NOTE (stored with the machine description). Exit status: 1 if any run failed;
@@ -16,9 +15,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin/camrelay-bench}
 OUT=${OUT:-build/bench}
-RAMP=${RAMP:-100:200:1500}
+RAMP=${RAMP:-100:300:1600}
 STEP_SECONDS=${STEP_SECONDS:-5}
-PACED_PEERS=${PACED_PEERS:-camrelay,haproxy-tls}
+PACED_PEERS=${PACED_PEERS:-camrelay,haproxy-tls,camrelay-plain,haproxy}
 IDLE_TUNNELS=${IDLE_TUNNELS:-10000}
 NOTE=${NOTE:-"$(nproc) cores, shared build machine: other jobs run at the same time (noisy)"}
 
