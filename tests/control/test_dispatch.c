@@ -765,8 +765,14 @@ static void test_dispatch_relay_silent_dropped(void **state)
     Camrelay__Frame *in = NULL;
     fx->cfg.relay_keepalive_ms = 100;
     dispatcher_restart(fx);
-    relay1_with_cam1(fx, &relay);
+    assert_int_equal(account_add(fx, "relay1", "relay1-password"), CAMRELAY__STATUS__OK);
+    assert_int_equal(relay_login(fx, &relay, "relay1", "relay1-password", RELAY1_ADDRS, 1),
+                     CAMRELAY__STATUS__OK);
+    /* The silence counts from the last frame the dispatcher read: the sync below (or a pong
+     * sent while waiting for its Ack), so it cannot start before t0 however long the sync
+     * takes to be stored and acked. */
     uint64_t t0 = cr_now_ms();
+    assert_int_equal(relay_sync(&relay, 1, &CAM1, 1, 1, NULL, 0), CAMRELAY__STATUS__OK);
     int pings = 0, rc;
     while ((rc = cr_link_read(&relay, IO_MS, &in)) == 0) {
         if (in->body_case == CAMRELAY__FRAME__BODY_PING)
