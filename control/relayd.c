@@ -328,7 +328,13 @@ static void fill_info(struct ctl_relayd *d, Camrelay__CameraInfo *ci, const stru
     ci->open_streams = have ? st.open_streams : 0;
     ctl_mgmt_str(&ci->relay, d->name);
     ci->synced = cam->synced != 0;
-    ctl_mgmt_str(&ci->data_path, have && st.data_path ? st.data_path : "");
+    /* A camera just put is not in the data path's tables until its worker takes it
+     * (rly_relay_camera_put only queues it): its path is then the one any new stream takes,
+     * as the data path itself says for a camera with no stream yet. */
+    const char *path = have && st.data_path ? st.data_path
+                       : d->relay                ? rly_relay_data_path(d->relay)
+                                                 : "";
+    ctl_mgmt_str(&ci->data_path, path);
     ci->bitrate_bps = online ? ctl__relayd_bitrate(d, cam->serial) : 0;
 }
 
