@@ -27,7 +27,7 @@ struct ctl_status_summary {
     unsigned tunnels_online;
     unsigned streams_open;
     uint64_t bytes_relayed;             /* since the relay started, all cameras */
-    const char *data_path;              /* "userspace-tls", "ktls" */
+    const char *data_path;              /* path of new TLS streams: "tls-inplace", "ktls-splice" */
     int ktls_available;
     int have_dispatcher;                /* a --dispatcher is configured */
     int dispatcher_connected;

@@ -267,7 +267,7 @@ static void test_status_page_renders_hostile_camera_inert(void **state)
         .cameras = 2,
         .by_state = {0, 1, 0},
         .tunnels_online = 1,
-        .data_path = "userspace-tls",
+        .data_path = "tls-inplace",
         .have_dispatcher = 1,
         .dispatcher_connected = 1,
     };
