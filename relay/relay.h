@@ -87,7 +87,9 @@ void rly_relay_set_ticket_key(struct rly_relay *relay, const uint8_t key[32]);
 
 /* Adds a camera or replaces its verifier; its endpoint listeners start accepting recorder
  * connections. The spec's listen fds are consumed on every path (a replaced camera keeps its
- * old listeners and the new fds are closed). Any thread; returns 0 or -errno. */
+ * old listeners and the new fds are closed). Asynchronous, like rly_relay_camera_del: the
+ * camera's worker applies it shortly, and until then rly_relay_camera_status says -ENOENT.
+ * Any thread; returns 0 or -errno. */
 int rly_relay_camera_put(struct rly_relay *relay, struct rly_camera_spec *spec);
 
 /* Declares the camera table complete (every registered camera has been put). Until then a

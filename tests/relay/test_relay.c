@@ -505,11 +505,13 @@ static void relay_both_ways(struct cr_link *data, int rec, size_t big)
         }
         struct pollfd p[2] = {{.fd = rec, .events = POLLIN}, {.fd = data->fd, .events = POLLIN}};
         poll(p, 2, up_sent < big ? 0 : 100);
-        ssize_t n = read(rec, up_got + up_recvd, big - up_recvd);
-        if (n > 0)
-            up_recvd += (size_t)n;
-        else if (n == 0)
-            fail_msg("recorder saw EOF early");
+        if (up_recvd < big) { /* a read of 0 bytes would look like EOF */
+            ssize_t n = read(rec, up_got + up_recvd, big - up_recvd);
+            if (n > 0)
+                up_recvd += (size_t)n;
+            else if (n == 0)
+                fail_msg("recorder saw EOF early");
+        }
         int m;
         while ((m = cr_link_read_some(data, down_got + down_recvd, small - down_recvd)) > 0)
             down_recvd += (size_t)m;
