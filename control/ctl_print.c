@@ -89,9 +89,9 @@ void ctl_print_cameras_table(FILE *out, const Camrelay__MgmtReply *r, int with_r
         if ((l = (int)strlen(str(ci->recorder))) > w_rec) w_rec = l;
         if ((l = (int)strlen(str(ci->relay))) > w_relay) w_relay = l;
     }
-    fprintf(out, "%-*s  %-6s  %-6s  %-20s  %-*s  %-*s  %-*s  %10s  %-12s", w_serial, "SERIAL",
+    fprintf(out, "%-*s  %-6s  %-6s  %-20s  %-*s  %-*s  %-*s  %10s  %-*s", w_serial, "SERIAL",
             "STATE", "ONLINE", "LAST-SEEN", w_site, "SITE", w_eps, "ENDPOINTS", w_rec, "RECORDER",
-            "BYTES", "PATH");
+            "BYTES", with_relay ? 12 : 0, "PATH"); /* no trailing blanks when PATH is last */
     if (with_relay)
         fprintf(out, "  %-*s", w_relay, "RELAY");
     fputc('\n', out);
@@ -101,10 +101,10 @@ void ctl_print_cameras_table(FILE *out, const Camrelay__MgmtReply *r, int with_r
         fmt_time((long long)ci->last_seen_unix, seen, sizeof(seen));
         ctl_human_bytes((unsigned long long)ci->bytes_relayed, bytes, sizeof(bytes));
         /* PATH: how the camera's latest stream moved (tls-inplace, plain-splice, ...). */
-        fprintf(out, "%-*s  %-6s  %-6s  %-20s  %-*s  %-*s  %-*s  %10s  %-12s", w_serial,
+        fprintf(out, "%-*s  %-6s  %-6s  %-20s  %-*s  %-*s  %-*s  %10s  %-*s", w_serial,
                 str(ci->serial), str(ci->state), ci->online ? "yes" : "no", seen, w_site,
                 str(ci->site_addr), w_eps, eps, w_rec, str(ci->recorder), bytes,
-                str(ci->data_path));
+                with_relay ? 12 : 0, str(ci->data_path));
         if (with_relay)
             fprintf(out, "  %-*s", w_relay, str(ci->relay));
         fputc('\n', out);
