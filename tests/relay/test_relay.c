@@ -625,6 +625,66 @@ static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
     assert_true(wait_online(0, 3000));
 }
 
+/* An agent that sends stream bytes right behind its DataHello, before DataAccepted: the
+ * records behind the hello are already in BoringSSL's buffers, so the stream stays on the
+ * BoringSSL path (tls-bio, the fallback), and nothing is lost or reordered. */
+static void test_relay_bytes_behind_the_hello_arrive_intact(void **state)
+{
+    struct cr_link tunnel, data;
+    char port[32], err[256];
+    (void)state;
+    Camrelay__Frame *f = login(&tunnel, &fx.secret, SERIAL);
+    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
+    cr_frame_free(f);
+    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
+    int rec = cr_tcp_connect(port, 2000);
+    assert_true(rec >= 0);
+    Camrelay__Frame *os = wait_open_stream(&tunnel);
+    assert_int_equal(cr_link_connect_tls(&data, fx.client, fx.ext, 5000, err, sizeof(err)), 0);
+    /* Hello and 64 KiB of stream in one go, into memory, then onto the socket at once. */
+    BIO *mem = BIO_new(BIO_s_mem());
+    BIO *sock = SSL_get_wbio(data.ssl);
+    BIO_up_ref(sock);
+    SSL_set0_wbio(data.ssl, mem);
+    Camrelay__Frame hf = CAMRELAY__FRAME__INIT;
+    Camrelay__DataHello h = CAMRELAY__DATA_HELLO__INIT;
+    h.serial = SERIAL;
+    h.stream_id = os->open_stream->stream_id;
+    h.token = os->open_stream->token;
+    hf.body_case = CAMRELAY__FRAME__BODY_DATA_HELLO;
+    hf.data_hello = &h;
+    uint8_t frame[256];
+    int n = cr_frame_encode(&hf, frame, sizeof(frame));
+    assert_true(n > 0);
+    assert_int_equal(SSL_write(data.ssl, frame, n), n);
+    size_t big = 64 * 1024;
+    uint8_t *payload = cr_xmalloc(big), *got = cr_xmalloc(big);
+    cr_random_bytes(payload, big);
+    assert_int_equal(SSL_write(data.ssl, payload, (int)big), (int)big);
+    const uint8_t *wire;
+    size_t wire_len;
+    assert_int_equal(BIO_mem_contents(mem, &wire, &wire_len), 1);
+    fd_write_all(data.fd, wire, wire_len);
+    SSL_set0_wbio(data.ssl, sock); /* back to the socket */
+    Camrelay__Frame *in = NULL;
+    assert_int_equal(cr_link_read(&data, 5000, &in), 0);
+    assert_int_equal(in->body_case, CAMRELAY__FRAME__BODY_DATA_ACCEPTED);
+    cr_frame_free(in);
+    cr_frame_free(os);
+    fd_read_exact(rec, got, big);
+    assert_memory_equal(got, payload, big);
+    /* The relay's first read held the hello and ciphertext behind it: keys cannot be taken
+     * over with records still in BoringSSL's read buffer. */
+    assert_string_equal(camera_path(), "tls-bio");
+    relay_both_ways(&data, rec, 256 * 1024); /* and the stream goes on, both ways */
+    free(payload);
+    free(got);
+    close(rec);
+    cr_link_close(&data);
+    cr_link_close(&tunnel);
+    assert_true(wait_online(0, 3000));
+}
+
 static void test_relay_plain_data_connection_is_spliced(void **state)
 {
     struct cr_link tunnel, data;
@@ -744,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_relay_dead_tunnel_noticed_and_replacement),
         cmocka_unit_test(test_relay_tls_stream_opens_records_in_place),
         cmocka_unit_test(test_relay_tls_last_bytes_and_close_notify_in_one_read),
+        cmocka_unit_test(test_relay_bytes_behind_the_hello_arrive_intact),
         cmocka_unit_test(test_relay_plain_data_connection_is_spliced),
         cmocka_unit_test(test_relay_plain_tunnel_refused),
         cmocka_unit_test(test_relay_plain_data_refused_unless_allowed),
