@@ -453,9 +453,17 @@ static const char *camera_path(void)
     return st.data_path;
 }
 
-/* Logs in, connects a recorder, answers its OpenStream with a data connection (TLS, or
- * plaintext when plain) and returns the three. */
-static void open_stream(struct cr_link *tunnel, struct cr_link *data, int *rec, int plain)
+/* Closes a stream's three connections and waits for the camera to go offline. */
+static void end_stream(struct cr_link *tunnel, struct cr_link *data, int rec)
+{
+    close(rec);
+    cr_link_close(data);
+    cr_link_close(tunnel);
+    assert_true(wait_online(0, 3000));
+}
+
+/* Logs in and connects a recorder; returns the OpenStream the relay sent for it (owned). */
+static Camrelay__Frame *ask_for_stream(struct cr_link *tunnel, int *rec)
 {
     char port[32];
     Camrelay__Frame *f = login(tunnel, &fx.secret, SERIAL);
@@ -464,7 +472,14 @@ static void open_stream(struct cr_link *tunnel, struct cr_link *data, int *rec, 
     snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
     *rec = cr_tcp_connect(port, 2000);
     assert_true(*rec >= 0);
-    Camrelay__Frame *os = wait_open_stream(tunnel);
+    return wait_open_stream(tunnel);
+}
+
+/* Logs in, connects a recorder, answers its OpenStream with a data connection (TLS, or
+ * plaintext when plain) and returns the three. */
+static void open_stream(struct cr_link *tunnel, struct cr_link *data, int *rec, int plain)
+{
+    Camrelay__Frame *f, *os = ask_for_stream(tunnel, rec);
     if (plain) {
         int fd = cr_tcp_connect(fx.ext, 2000);
         assert_true(fd >= 0);
@@ -619,10 +634,7 @@ static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
     uint8_t reply_got[sizeof(reply) - 1];
     link_read_exact(&data, reply_got, sizeof(reply_got));
     assert_memory_equal(reply_got, reply, sizeof(reply_got));
-    close(rec);
-    cr_link_close(&data);
-    cr_link_close(&tunnel);
-    assert_true(wait_online(0, 3000));
+    end_stream(&tunnel, &data, rec);
 }
 
 /* An agent that sends stream bytes right behind its DataHello, before DataAccepted: the
@@ -631,15 +643,10 @@ static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
 static void test_relay_bytes_behind_the_hello_arrive_intact(void **state)
 {
     struct cr_link tunnel, data;
-    char port[32], err[256];
+    char err[256];
+    int rec;
     (void)state;
-    Camrelay__Frame *f = login(&tunnel, &fx.secret, SERIAL);
-    assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
-    cr_frame_free(f);
-    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
-    int rec = cr_tcp_connect(port, 2000);
-    assert_true(rec >= 0);
-    Camrelay__Frame *os = wait_open_stream(&tunnel);
+    Camrelay__Frame *os = ask_for_stream(&tunnel, &rec);
     assert_int_equal(cr_link_connect_tls(&data, fx.client, fx.ext, 5000, err, sizeof(err)), 0);
     /* Hello and 64 KiB of stream in one go, into memory, then onto the socket at once. */
     BIO *mem = BIO_new(BIO_s_mem());
@@ -679,10 +686,7 @@ static void test_relay_bytes_behind_the_hello_arrive_intact(void **state)
     relay_both_ways(&data, rec, 256 * 1024); /* and the stream goes on, both ways */
     free(payload);
     free(got);
-    close(rec);
-    cr_link_close(&data);
-    cr_link_close(&tunnel);
-    assert_true(wait_online(0, 3000));
+    end_stream(&tunnel, &data, rec);
 }
 
 static void test_relay_plain_data_connection_is_spliced(void **state)
@@ -709,10 +713,7 @@ static void test_relay_plain_data_connection_is_spliced(void **state)
     p.fd = rec;
     assert_int_equal(poll(&p, 1, 3000), 1);
     assert_int_equal(read(rec, &b, 1), 0);
-    close(rec);
-    cr_link_close(&data);
-    cr_link_close(&tunnel);
-    assert_true(wait_online(0, 3000));
+    end_stream(&tunnel, &data, rec);
 }
 
 static void test_relay_plain_tunnel_refused(void **state)
