@@ -258,6 +258,63 @@ netns_teardown() {
     fi
 }
 
+# loopback_ns NS: a namespace with only lo up, for a test that runs its whole stack on
+# 127.0.0.1 there (every port is its alone). Name it like lib.sh's namespaces (e.g.
+# $NS_CENTRAL) so run-all.sh's sweep finds it after a kill; it is deleted at exit.
+loopback_ns() {
+    local ns=$1
+    [ -e "/run/netns/$ns" ] && fail "namespace $ns already exists"
+    ip netns add "$ns" || fail "ip netns add $ns"
+    E2E_NETNS+=("$ns")
+    ip -n "$ns" link set lo up
+}
+
+# --------------------------------------------------------------------------- the stack
+
+# stack_files DIR HOST FPS: what a dispatcher, a relay and simulated cameras need, in DIR:
+# clip.mp4 (10 s of H.264 test pattern at FPS frames/s), pki/ (`camrelayctl pki init` with
+# HOST as the dispatcher's and the relay's name) and relay1.password (a random password).
+stack_files() {
+    local dir=$1 host=$2 fps=$3
+    ffmpeg -v error -y -f lavfi -i "testsrc2=size=640x360:rate=$fps" -t 10 -c:v libx264 \
+        -preset veryfast -b:v 500k -maxrate 500k -bufsize 1000k -g 16 -bf 0 -pix_fmt yuv420p \
+        "$dir/clip.mp4"
+    "$BIN/camrelayctl" pki init --dir "$dir/pki" --dispatcher-host "$host" --relay-host "$host" >/dev/null
+    head -c 24 /dev/urandom | base64 >"$dir/relay1.password"
+}
+
+# The relay's management socket for ctl and the camera_* helpers; a test may set it.
+RELAY_SOCK=$E2E_TMP/relay.sock
+
+# ctl ARGS...: camrelayctl against the relay on $RELAY_SOCK.
+ctl() { "$BIN/camrelayctl" --relay-socket "$RELAY_SOCK" "$@"; }
+# camera_field SERIAL KEY: one field of the camera's JSON record ("" if absent).
+camera_field() {
+    ctl --json camera list "$1" | "$PYTHON" -c '
+import json, sys
+cams = json.load(sys.stdin)
+v = cams[0].get(sys.argv[1], "") if cams else ""
+print(str(v).lower() if isinstance(v, bool) else v)' "$2"
+}
+# camera_endpoint SERIAL SERVICE: the URL of the camera's SERVICE endpoint on the relay.
+camera_endpoint() {
+    ctl --json camera list "$1" | "$PYTHON" -c '
+import json, sys
+print([e["url"] for e in json.load(sys.stdin)[0]["endpoints"] if e["service"] == sys.argv[1]][0])' "$2"
+}
+# wait_camera_state SERIAL STATE TIMEOUT: until the camera is STATE, else fail.
+wait_camera_state() {
+    local deadline=$((SECONDS + $3)) s=""
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        s=$(camera_field "$1" state 2>/dev/null || true)
+        [ "$s" = "$2" ] && return 0
+        sleep 0.2
+    done
+    fail "$1: state is '$s', expected '$2' within $3 s"
+}
+
+# ---------------------------------------------------------------------------- exit traps
+
 e2e_on_exit() {
     local rc=$?
     trap - EXIT INT TERM

@@ -19,29 +19,6 @@ DISPATCH=$C:7443
 EXTERNAL=$C:8443
 MGMT_TCP=$C:9443
 
-ctl() { "$BIN/camrelayctl" --relay-socket "$T/relay.sock" "$@"; }
-# field SERIAL KEY: one field of the camera's JSON record ("" if absent).
-field() {
-    ctl --json camera list "$1" | "$PYTHON" -c '
-import json, sys
-cams = json.load(sys.stdin)
-v = cams[0].get(sys.argv[1], "") if cams else ""
-print(str(v).lower() if isinstance(v, bool) else v)' "$2"
-}
-endpoint() { # SERIAL SERVICE -> URL
-    ctl --json camera list "$1" | "$PYTHON" -c '
-import json, sys
-print([e["url"] for e in json.load(sys.stdin)[0]["endpoints"] if e["service"] == sys.argv[1]][0])' "$2"
-}
-wait_state() { # SERIAL STATE TIMEOUT
-    local deadline=$((SECONDS + $3)) s=""
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        s=$(field "$1" state 2>/dev/null || true)
-        [ "$s" = "$2" ] && return 0
-        sleep 0.2
-    done
-    fail "$1: state is '$s', expected '$2' within $3 s"
-}
 start_relay() {
     ns_spawn "$NS_CENTRAL" "$T/relay.log.$1" "$BIN/camrelayd" --name relay1 \
         --listen-external "$EXTERNAL" --public-addr "$EXTERNAL" --internal-host "$C" \
@@ -56,7 +33,7 @@ start_relay() {
 # record SERIAL SECONDS FILE: ffmpeg in central pulls the camera's RTSP endpoint.
 record() {
     local url
-    url=$(endpoint "$1" rtsp)
+    url=$(camera_endpoint "$1" rtsp)
     ns_run "$NS_CENTRAL" timeout 60 ffmpeg -nostdin -v error -y -rtsp_transport tcp -i "$url" \
         -t "$2" -c copy "$3" || fail "ffmpeg could not record $url"
 }
@@ -75,11 +52,7 @@ fi
 pass "central cannot open a connection into the site"
 
 # ---------------------------------------------------------------------- central services
-ffmpeg -v error -y -f lavfi -i "testsrc2=size=640x360:rate=$FPS" -t 10 -c:v libx264 \
-    -preset veryfast -b:v 500k -maxrate 500k -bufsize 1000k -g 16 -bf 0 -pix_fmt yuv420p \
-    "$T/clip.mp4"
-"$BIN/camrelayctl" pki init --dir "$T/pki" --dispatcher-host "$C" --relay-host "$C" >/dev/null
-head -c 24 /dev/urandom | base64 >"$T/relay1.password"
+stack_files "$T" "$C" "$FPS"
 head -c 24 /dev/urandom | base64 >"$T/mgmt.token"
 
 ns_spawn "$NS_CENTRAL" "$T/dispatch.log" "$BIN/camrelay-dispatch" --listen "$DISPATCH" \
@@ -107,8 +80,8 @@ agent() { # NAME SERIAL-PREFIX SECRETS [extra flags]
 
 # ---------------------------------------------------------- scenario A/B: camera offline
 ctl camera register CAMA-0001 --oak OAK-AAAA-1111 --user admin --password cam-secret-1 >/dev/null
-[ "$(field CAMA-0001 state)" = red ] || fail "a registered, unconnected camera must be red"
-[ "$(field CAMA-0001 online)" = false ] || fail "CAMA-0001 must be offline"
+[ "$(camera_field CAMA-0001 state)" = red ] || fail "a registered, unconnected camera must be red"
+[ "$(camera_field CAMA-0001 online)" = false ] || fail "CAMA-0001 must be offline"
 pass "CAMA-0001 registered while offline: red"
 
 if ctl camera register CAMA-0001 --oak X --user admin --password y 2>"$T/dup.err"; then
@@ -120,13 +93,13 @@ pass "duplicate registration refused: $(head -n1 "$T/dup.err")"
 agent a CAMA "$T/agent.secrets"
 AGENT_A=$SPAWNED_PID
 wait_for_log "$T/agent-a.log" "tunnel up serial=CAMA-0001" 30 || { show_log "$T/agent-a.log"; fail "CAMA-0001 never came up"; }
-wait_state CAMA-0001 yellow 10
-site=$(field CAMA-0001 site_addr)
+wait_camera_state CAMA-0001 yellow 10
+site=$(camera_field CAMA-0001 site_addr)
 case "$site" in "$ROUTER_WAN_IP":*) ;; *) fail "site address should be the router's public address, got $site" ;; esac
 pass "CAMA-0001 phoned home through NAT: yellow, seen from $site"
 
 ctl camera attach CAMA-0001 --recorder rec1 >/dev/null
-wait_state CAMA-0001 green 5
+wait_camera_state CAMA-0001 green 5
 pass "CAMA-0001 attached to recorder rec1: green"
 
 # ------------------------------------------------- scenario C/D: camera waits at dispatcher
@@ -136,7 +109,7 @@ wait_for_log "$T/agent-b.log" "waiting at dispatcher serial=CAMB-0001" 20 ||
 t0=$SECONDS
 ctl camera register CAMB-0001 --oak OAK-AAAA-1111 --user admin --password cam-secret-1 >/dev/null
 wait_for_log "$T/agent-b.log" "tunnel up serial=CAMB-0001" 15 || { show_log "$T/agent-b.log"; fail "CAMB-0001 did not complete after registration"; }
-wait_state CAMB-0001 yellow 5
+wait_camera_state CAMB-0001 yellow 5
 pass "CAMB-0001 waited at the dispatcher and came up $((SECONDS - t0)) s after its registration"
 
 # ------------------------------------------------------------- recording through the relay
@@ -178,13 +151,13 @@ PY
 ) || fail "recorded frames differ from the clip's: $same"
 pass "10 s recorded through the relay: $n frames (expected $expected, simulator sent $sent), decodes cleanly, $same inter frames byte-identical to the clip"
 
-page=$(ns_run "$NS_CENTRAL" curl -s --max-time 5 "$(endpoint CAMA-0001 http)")
+page=$(ns_run "$NS_CENTRAL" curl -s --max-time 5 "$(camera_endpoint CAMA-0001 http)")
 echo "$page" | grep -q "camrelay simulated camera CAMA-0001" || fail "camera web page not served through the relay: $page"
 pass "camera web page served through the relay's http endpoint"
 
-bytes=$(field CAMA-0001 bytes_relayed)
+bytes=$(camera_field CAMA-0001 bytes_relayed)
 [ "$bytes" -gt 500000 ] || fail "bytes relayed for CAMA-0001 is $bytes"
-path=$(field CAMA-0001 data_path)
+path=$(camera_field CAMA-0001 data_path)
 # No TLS ULP in the kernel: our in-place record layer; with one: kTLS and splice.
 [ "$path" = "tls-inplace" ] || [ "$path" = "ktls-splice" ] || fail "CAMA-0001's stream path is '$path'"
 pass "camera list counts $bytes bytes relayed for CAMA-0001, its stream took the $path path"
@@ -209,7 +182,7 @@ wait_for_log "$T/agent-wrongpass.log" "authentication failed" 20 || { show_log "
 grep -q "tunnel up" "$T/agent-wrongoak.log" "$T/agent-wrongpass.log" && fail "an agent with a wrong secret got a tunnel"
 stop_pid "$WRONG1"
 stop_pid "$WRONG2"
-[ "$(field CAMA-0001 state)" = green ] || fail "the real CAMA-0001 lost its tunnel to an impostor"
+[ "$(camera_field CAMA-0001 state)" = green ] || fail "the real CAMA-0001 lost its tunnel to an impostor"
 pass "wrong OAK and wrong password refused ('authentication failed'); the real camera stays green"
 
 if ns_run "$NS_CENTRAL" "$BIN/camrelayctl" --relay "$MGMT_TCP" --ca "$T/pki/ca.pem" --token-file /dev/null camera list \
@@ -242,7 +215,7 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as raw
         sys.exit(0 if b"too large" in data else 1)
 EOF
 grep -q "oversized frame" "$T/relay.log.1" || fail "relay did not log the oversized frame"
-[ "$(field CAMA-0001 state)" = green ] || fail "relay stopped serving CAMA-0001 after the oversized frame"
+[ "$(camera_field CAMA-0001 state)" = green ] || fail "relay stopped serving CAMA-0001 after the oversized frame"
 pass "oversized frame refused ('frame too large') and logged; the relay keeps serving"
 
 # -------------------------------------------------------------------------- relay restart
@@ -250,10 +223,10 @@ ports_before=$(ctl --json camera list CAMA-0001 | "$PYTHON" -c 'import json,sys;
 stop_pid "$RELAY_PID" 10
 start_relay 2
 t0=$SECONDS
-wait_state CAMA-0001 green 20
+wait_camera_state CAMA-0001 green 20
 ports_after=$(ctl --json camera list CAMA-0001 | "$PYTHON" -c 'import json,sys; print(sorted(e["port"] for e in json.load(sys.stdin)[0]["endpoints"]))')
 [ "$ports_before" = "$ports_after" ] || fail "endpoint ports changed across the restart: $ports_before -> $ports_after"
-wait_state CAMB-0001 yellow 20
+wait_camera_state CAMB-0001 yellow 20
 pass "relay restarted: registrations kept (ports $ports_after), cameras back in $((SECONDS - t0)) s"
 
 record CAMA-0001 4 "$T/rec2.mp4"
@@ -274,10 +247,10 @@ DISPATCH_PID=$(pgrep -f -- "--db $T/dispatch.db" | head -n1)
 [ -n "$DISPATCH_PID" ] || fail "cannot find the dispatcher's pid"
 stop_pid "$DISPATCH_PID" 10
 ctl camera register CAMC-0001 --oak OAK-AAAA-1111 --user admin --password cam-secret-1 >/dev/null
-[ "$(field CAMC-0001 synced)" = false ] || fail "CAMC-0001 claims to be synced while the dispatcher is down"
+[ "$(camera_field CAMC-0001 synced)" = false ] || fail "CAMC-0001 claims to be synced while the dispatcher is down"
 start_dispatcher 2
 deadline=$((SECONDS + 40))
-until [ "$(field CAMC-0001 synced)" = true ]; do
+until [ "$(camera_field CAMC-0001 synced)" = true ]; do
     [ "$SECONDS" -lt "$deadline" ] || fail "CAMC-0001 was not synced after the dispatcher came back"
     sleep 0.5
 done
@@ -311,5 +284,5 @@ grep -q "relay=$C:8443" "$T/agent-a.log" || fail "CAMA-0001 should be on relay1"
 pass "two relays on one dispatcher: CAMD-0001 went to relay2, CAMA-0001 stays on relay1 (relay2 cannot take it over)"
 
 stop_pid "$AGENT_A"
-wait_state CAMA-0001 red 10
+wait_camera_state CAMA-0001 red 10
 pass "agent stopped: CAMA-0001 red again (offline, still attached)"

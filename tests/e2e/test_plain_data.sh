@@ -21,35 +21,9 @@ FPS=8
 SECS=4
 REFUSE_MAX_MS=5000
 
-[ -e "/run/netns/$NS" ] && fail "namespace $NS already exists"
-ip netns add "$NS" || fail "ip netns add $NS"
-E2E_NETNS+=("$NS")
-ip -n "$NS" link set lo up
+loopback_ns "$NS"
 
 in_ns() { ns_run "$NS" "$@"; }
-ctl() { "$BIN/camrelayctl" --relay-socket "$T/relay.sock" "$@"; }
-# field SERIAL KEY: one field of the camera's JSON record ("" if absent).
-field() {
-    ctl --json camera list "$1" | "$PYTHON" -c '
-import json, sys
-cams = json.load(sys.stdin)
-v = cams[0].get(sys.argv[1], "") if cams else ""
-print(str(v).lower() if isinstance(v, bool) else v)' "$2"
-}
-endpoint() { # SERIAL SERVICE -> URL
-    ctl --json camera list "$1" | "$PYTHON" -c '
-import json, sys
-print([e["url"] for e in json.load(sys.stdin)[0]["endpoints"] if e["service"] == sys.argv[1]][0])' "$2"
-}
-wait_state() { # SERIAL STATE TIMEOUT
-    local deadline=$((SECONDS + $3)) s=""
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        s=$(field "$1" state 2>/dev/null || true)
-        [ "$s" = "$2" ] && return 0
-        sleep 0.2
-    done
-    fail "$1: state is '$s', expected '$2' within $3 s"
-}
 frames() {
     ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames \
         -of default=nw=1:nk=1 "$1"
@@ -57,7 +31,7 @@ frames() {
 # record SERIAL SECONDS FILE: ffmpeg pulls the camera's RTSP endpoint through the relay.
 record() {
     local url
-    url=$(endpoint "$1" rtsp)
+    url=$(camera_endpoint "$1" rtsp)
     in_ns timeout 30 ffmpeg -nostdin -v error -y -rtsp_transport tcp -i "$url" -t "$2" -c copy \
         "$3" 2>"$3.err" || { cat "$3.err" >&2; fail "ffmpeg could not record $1 from $url"; }
 }
@@ -72,7 +46,7 @@ check_recording() {
 }
 web_page() { # SERIAL: the camera's web page through the relay must be the simulator's
     local page
-    page=$(in_ns curl -s --max-time 5 "$(endpoint "$1" http)" || true)
+    page=$(in_ns curl -s --max-time 5 "$(camera_endpoint "$1" http)" || true)
     echo "$page" | grep -q "camrelay simulated camera $1" ||
         fail "$1: camera web page not served through the relay: ${page:0:200}"
 }
@@ -82,11 +56,7 @@ metric() { # NAME-WITH-LABELS: its value on the relay's /metrics ("" if absent)
 now_ms() { date +%s%3N; }
 
 # ---------------------------------------------------------------------------- the stack
-ffmpeg -v error -y -f lavfi -i "testsrc2=size=640x360:rate=$FPS" -t 10 -c:v libx264 \
-    -preset veryfast -b:v 500k -maxrate 500k -bufsize 1000k -g 16 -bf 0 -pix_fmt yuv420p \
-    "$T/clip.mp4"
-"$BIN/camrelayctl" pki init --dir "$T/pki" --dispatcher-host $H --relay-host $H >/dev/null
-head -c 24 /dev/urandom | base64 >"$T/relay1.password"
+stack_files "$T" $H "$FPS"
 
 ns_spawn "$NS" "$T/dispatch.log" "$BIN/camrelay-dispatch" --listen $H:7443 \
     --cert "$T/pki/dispatch.pem" --key "$T/pki/dispatch.key" --db "$T/dispatch.db" \
@@ -132,9 +102,9 @@ for s in CAMP-0001 CAMT-0001; do
     n=plain; [ $s = CAMT-0001 ] && n=tls
     wait_for_log "$T/agent-$n.log" "tunnel up serial=$s" 30 ||
         { show_log "$T/agent-$n.log"; fail "$s never came up"; }
-    wait_state $s yellow 10
+    wait_camera_state $s yellow 10
     ctl camera attach $s --recorder rec1 >/dev/null
-    wait_state $s green 5
+    wait_camera_state $s green 5
 done
 pass "CAMP-0001 (agent --data-plain) and CAMT-0001 (agent on TLS) registered, online, attached: green"
 
@@ -146,9 +116,9 @@ pass "$SECS s recorded from CAMP-0001 over a plaintext data connection: $RECORDE
 web_page CAMP-0001
 pass "CAMP-0001's web page served through the relay over a plaintext data connection"
 
-path=$(field CAMP-0001 data_path)
+path=$(camera_field CAMP-0001 data_path)
 [ "$path" = "plain-splice" ] || fail "CAMP-0001's stream took the '$path' path, expected plain-splice"
-bytes=$(field CAMP-0001 bytes_relayed)
+bytes=$(camera_field CAMP-0001 bytes_relayed)
 [ -n "$bytes" ] && [ "$bytes" -gt 0 ] || fail "camera list counts '${bytes}' bytes relayed for CAMP-0001"
 spliced=$(metric 'camrelay_streams_by_path_total{path="plain-splice"}')
 [ -n "$spliced" ] && [ "$spliced" -ge 1 ] ||
@@ -159,7 +129,7 @@ pass "CAMP-0001: data_path plain-splice, $bytes bytes relayed; /metrics counts $
 record CAMT-0001 2 "$T/tls.mp4"
 check_recording "$T/tls.mp4" 12 "CAMT-0001 (TLS)"
 web_page CAMT-0001
-path=$(field CAMT-0001 data_path)
+path=$(camera_field CAMT-0001 data_path)
 # No TLS ULP in the kernel: our in-place record layer; with one: kTLS and splice.
 [ "$path" = "tls-inplace" ] || [ "$path" = "ktls-splice" ] ||
     fail "CAMT-0001's stream took the '$path' path, expected tls-inplace or ktls-splice"
@@ -173,11 +143,11 @@ pass "CAMT-0001 (TLS) on the same relay: 2 s recording with $RECORDED_FRAMES fra
 # ------------------------------------------ 2. the same relay without --allow-plain-data
 stop_pid "$RELAY_PID" 10
 start_relay 2
-wait_state CAMP-0001 green 20
-wait_state CAMT-0001 green 20
+wait_camera_state CAMP-0001 green 20
+wait_camera_state CAMT-0001 green 20
 pass "relay restarted without --allow-plain-data: both cameras back (green)"
 
-url=$(endpoint CAMP-0001 rtsp)
+url=$(camera_endpoint CAMP-0001 rtsp)
 t0=$(now_ms)
 if in_ns timeout 15 ffmpeg -nostdin -v error -y -rtsp_transport tcp -i "$url" -t 2 -c copy \
     "$T/refused.mp4" 2>"$T/refused.err"; then
@@ -195,5 +165,5 @@ pass "plaintext stream refused in $took ms; agent: '$(grep -o 'relay refused a p
 
 # The refusal is the plaintext connection's alone: the tunnel and the TLS camera carry on.
 web_page CAMT-0001
-[ "$(field CAMP-0001 online)" = true ] || fail "CAMP-0001's tunnel went down after the refusal"
+[ "$(camera_field CAMP-0001 online)" = true ] || fail "CAMP-0001's tunnel went down after the refusal"
 pass "after the refusal CAMP-0001's tunnel stays up and CAMT-0001 (TLS) is still served"

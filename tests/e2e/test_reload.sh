@@ -20,12 +20,8 @@ H=127.0.0.1
 FPS=8
 RECORD_S=8
 
-[ -e "/run/netns/$NS" ] && fail "namespace $NS already exists"
-ip netns add "$NS" || fail "ip netns add $NS"
-E2E_NETNS+=("$NS")
-ip -n "$NS" link set lo up
+loopback_ns "$NS"
 
-ctl() { "$BIN/camrelayctl" --relay-socket "$T/relay.sock" "$@"; }
 tcp_ctl() { # TOKEN-FILE ARGS...: the TCP+TLS management listener
     local tok=$1; shift
     ns_run "$NS" "$BIN/camrelayctl" --relay $H:9443 --ca "$T/pki/ca.pem" --token-file "$tok" "$@"
@@ -46,11 +42,7 @@ served_cert() {
 log_lines() { wc -l <"$T/relay.log"; }
 
 # ---------------------------------------------------------------------------- the stack
-ffmpeg -v error -y -f lavfi -i "testsrc2=size=640x360:rate=$FPS" -t 10 -c:v libx264 \
-    -preset veryfast -b:v 500k -maxrate 500k -bufsize 1000k -g 16 -bf 0 -pix_fmt yuv420p \
-    "$T/clip.mp4"
-"$BIN/camrelayctl" pki init --dir "$T/pki" --dispatcher-host $H --relay-host $H >/dev/null
-head -c 24 /dev/urandom | base64 >"$T/relay1.password"
+stack_files "$T" $H "$FPS"
 head -c 24 /dev/urandom | base64 >"$T/mgmt.token"
 
 ns_spawn "$NS" "$T/dispatch.log" "$BIN/camrelay-dispatch" --listen $H:7443 \

@@ -22,12 +22,8 @@ CAMUSER=camuser-q7w
 CAMPASS=campass-Zx81-secret
 SECRETS_RE="$OAK|$CAMUSER|$CAMPASS"
 
-[ -e "/run/netns/$NS" ] && fail "namespace $NS already exists"
-ip netns add "$NS" || fail "ip netns add $NS"
-E2E_NETNS+=("$NS")
-ip -n "$NS" link set lo up
+loopback_ns "$NS"
 
-ctl() { "$BIN/camrelayctl" --relay-socket "$T/relay.sock" "$@"; }
 in_ns() { ns_run "$NS" "$@"; }
 http() { in_ns curl -sS --max-time 5 "$@"; }
 chrome() { # ARGS... URL: headless Chromium inside the namespace, a fresh profile each time
@@ -42,11 +38,7 @@ metric() { # NAME-WITH-LABELS FILE -> value ("" if absent)
 }
 
 # ---------------------------------------------------------------------------- the stack
-ffmpeg -v error -y -f lavfi -i "testsrc2=size=640x360:rate=$FPS" -t 10 -c:v libx264 \
-    -preset veryfast -b:v 500k -maxrate 500k -bufsize 1000k -g 16 -bf 0 -pix_fmt yuv420p \
-    "$T/clip.mp4"
-"$BIN/camrelayctl" pki init --dir "$T/pki" --dispatcher-host $H --relay-host $H >/dev/null
-head -c 24 /dev/urandom | base64 >"$T/relay1.password"
+stack_files "$T" $H "$FPS"
 
 # Both daemons on their default HTTP ports (127.0.0.1:9091 and :9090): the defaults are tested.
 ns_spawn "$NS" "$T/dispatch.log" "$BIN/camrelay-dispatch" --listen $H:7443 \
