@@ -27,13 +27,13 @@
 #include "common/tls.h"
 #include "relay/ktls.h"
 #include "tests/support/support.h"
+#include "tests/support/tls_pair.h"
 
 #define REC_HDR 5
 #define CT_APPLICATION_DATA 23
 
 struct fixture {
-    char dir[128];
-    char cert[256], key[256], ca[256];
+    struct test_tls_certs certs;
     SSL_CTX *server;         /* cr_tls_server_ctx: no tickets, keylog installed */
     SSL_CTX *server_tickets; /* the same but issuing session tickets */
     SSL_CTX *client;         /* cr_tls_client_ctx, keylog installed */
@@ -42,16 +42,8 @@ struct fixture {
 
 static struct fixture fx;
 
-/* One TLS endpoint over memory BIOs: the test carries the ciphertext, so it sees every raw
- * record. in and out are owned by ssl. */
-struct end {
-    SSL *ssl;
-    BIO *in;  /* ciphertext the test feeds to ssl */
-    BIO *out; /* ciphertext ssl wrote */
-};
-
 struct pair {
-    struct end c, s;
+    struct test_tls_end c, s;
 };
 
 static int setup(void **state)
@@ -59,15 +51,12 @@ static int setup(void **state)
     char err[256];
     (void)state;
     memset(&fx, 0, sizeof(fx));
-    if (test_tmpdir(fx.dir, sizeof(fx.dir)) < 0 || test_certs_make(fx.dir, "IP:127.0.0.1") < 0)
+    if (test_tls_certs_make(&fx.certs) < 0)
         return -1;
-    snprintf(fx.cert, sizeof(fx.cert), "%s/server.pem", fx.dir);
-    snprintf(fx.key, sizeof(fx.key), "%s/server.key", fx.dir);
-    snprintf(fx.ca, sizeof(fx.ca), "%s/ca.pem", fx.dir);
-    fx.server = cr_tls_server_ctx(fx.cert, fx.key, err, sizeof(err));
-    fx.server_tickets = cr_tls_server_ctx(fx.cert, fx.key, err, sizeof(err));
-    fx.client = cr_tls_client_ctx(fx.ca, err, sizeof(err));
-    fx.client_plain = cr_tls_client_ctx(fx.ca, err, sizeof(err));
+    fx.server = cr_tls_server_ctx(fx.certs.cert, fx.certs.key, err, sizeof(err));
+    fx.server_tickets = cr_tls_server_ctx(fx.certs.cert, fx.certs.key, err, sizeof(err));
+    fx.client = cr_tls_client_ctx(fx.certs.ca, err, sizeof(err));
+    fx.client_plain = cr_tls_client_ctx(fx.certs.ca, err, sizeof(err));
     if (!fx.server || !fx.server_tickets || !fx.client || !fx.client_plain)
         return -1;
     SSL_CTX_clear_options(fx.server_tickets, SSL_OP_NO_TICKET);
@@ -84,51 +73,14 @@ static int teardown(void **state)
     SSL_CTX_free(fx.server_tickets);
     SSL_CTX_free(fx.client);
     SSL_CTX_free(fx.client_plain);
-    test_rmtree(fx.dir);
+    test_rmtree(fx.certs.dir);
     return 0;
-}
-
-static void end_init(struct end *e, SSL_CTX *ctx, int is_server)
-{
-    e->ssl = SSL_new(ctx);
-    assert_non_null(e->ssl);
-    e->in = BIO_new(BIO_s_mem());
-    e->out = BIO_new(BIO_s_mem());
-    assert_true(e->in && e->out);
-    SSL_set_bio(e->ssl, e->in, e->out);
-    if (is_server) {
-        SSL_set_accept_state(e->ssl);
-    } else {
-        assert_int_equal(cr_tls_expect_host(e->ssl, "127.0.0.1:0"), 0);
-        SSL_set_connect_state(e->ssl);
-    }
-}
-
-static void move_all(BIO *from, BIO *to)
-{
-    uint8_t buf[16384];
-    int n;
-    while ((n = BIO_read(from, buf, sizeof(buf))) > 0)
-        assert_int_equal(BIO_write(to, buf, n), n);
 }
 
 /* A full TLS 1.3 handshake between a client on cctx and a server on sctx. */
 static void pair_open(struct pair *p, SSL_CTX *cctx, SSL_CTX *sctx)
 {
-    int rc_c = 0, rc_s = 0;
-    end_init(&p->c, cctx, 0);
-    end_init(&p->s, sctx, 1);
-    for (int round = 0; round < 16 && (rc_c != 1 || rc_s != 1); round++) {
-        if (rc_c != 1)
-            rc_c = SSL_do_handshake(p->c.ssl);
-        move_all(p->c.out, p->s.in);
-        if (rc_s != 1)
-            rc_s = SSL_do_handshake(p->s.ssl);
-        move_all(p->s.out, p->c.in);
-    }
-    assert_int_equal(rc_c, 1);
-    assert_int_equal(rc_s, 1);
-    assert_int_equal(SSL_version(p->s.ssl), TLS1_3_VERSION);
+    test_tls_pair_handshake(&p->c, &p->s, cctx, sctx);
 }
 
 static void pair_close(struct pair *p)
@@ -138,7 +90,7 @@ static void pair_close(struct pair *p)
 }
 
 /* Everything ssl wrote since the last call; asserts it is exactly one record. */
-static size_t take_record(struct end *e, uint8_t *buf, size_t cap)
+static size_t take_record(struct test_tls_end *e, uint8_t *buf, size_t cap)
 {
     int n = BIO_read(e->out, buf, (int)cap);
     assert_true(n > REC_HDR);
@@ -146,47 +98,6 @@ static size_t take_record(struct end *e, uint8_t *buf, size_t cap)
     assert_int_equal(buf[0], CT_APPLICATION_DATA);       /* TLS 1.3 outer type */
     assert_int_equal((size_t)(buf[3] << 8 | buf[4]), (size_t)n - REC_HDR);
     return (size_t)n;
-}
-
-static uint64_t be64(const unsigned char b[8])
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | b[i];
-    return v;
-}
-
-/* The kernel's view of m as an AEAD: key, 12-byte static iv (salt || iv), first seq. */
-static void material_parts(const struct rly_ktls_material *m, const EVP_AEAD **aead,
-                           const uint8_t **key, size_t *key_len, uint8_t iv12[12], uint64_t *seq)
-{
-    switch (m->crypto.info.cipher_type) {
-    case TLS_CIPHER_AES_GCM_128:
-        *aead = EVP_aead_aes_128_gcm();
-        *key = m->crypto.aes_gcm_128.key;
-        *key_len = sizeof(m->crypto.aes_gcm_128.key);
-        memcpy(iv12, m->crypto.aes_gcm_128.salt, 4);
-        memcpy(iv12 + 4, m->crypto.aes_gcm_128.iv, 8);
-        *seq = be64(m->crypto.aes_gcm_128.rec_seq);
-        break;
-    case TLS_CIPHER_AES_GCM_256:
-        *aead = EVP_aead_aes_256_gcm();
-        *key = m->crypto.aes_gcm_256.key;
-        *key_len = sizeof(m->crypto.aes_gcm_256.key);
-        memcpy(iv12, m->crypto.aes_gcm_256.salt, 4);
-        memcpy(iv12 + 4, m->crypto.aes_gcm_256.iv, 8);
-        *seq = be64(m->crypto.aes_gcm_256.rec_seq);
-        break;
-    case TLS_CIPHER_CHACHA20_POLY1305:
-        *aead = EVP_aead_chacha20_poly1305();
-        *key = m->crypto.chacha20_poly1305.key;
-        *key_len = sizeof(m->crypto.chacha20_poly1305.key);
-        memcpy(iv12, m->crypto.chacha20_poly1305.iv, 12);
-        *seq = be64(m->crypto.chacha20_poly1305.rec_seq);
-        break;
-    default:
-        fail_msg("unexpected cipher type %u", m->crypto.info.cipher_type);
-    }
 }
 
 /* Opens one raw TLS 1.3 record the way the kernel would with material m, as the nth record
@@ -204,8 +115,8 @@ static int open_record(const struct rly_ktls_material *m, uint64_t nth, const ui
     EVP_AEAD_CTX ctx;
 
     assert_int_equal(m->crypto.info.version, TLS_1_3_VERSION);
-    material_parts(m, &aead, &key, &key_len, nonce, &seq);
-    seq += nth;
+    test_tls_material_parts(m, &aead, &key, &key_len, nonce);
+    seq = test_tls_material_seq(m) + nth;
     for (int i = 0; i < 8; i++)
         nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
     assert_int_equal(EVP_AEAD_CTX_init(&ctx, aead, key, key_len, EVP_AEAD_DEFAULT_TAG_LENGTH,
@@ -244,7 +155,7 @@ static void assert_empty(const struct rly_ktls_material *m)
 }
 
 /* Feeds a raw record to e and checks BoringSSL reads want from it too. */
-static void deliver(struct end *e, const uint8_t *rec, size_t rec_len, const char *want)
+static void deliver(struct test_tls_end *e, const uint8_t *rec, size_t rec_len, const char *want)
 {
     char buf[256];
     assert_int_equal(BIO_write(e->in, rec, (int)rec_len), (int)rec_len);
@@ -352,22 +263,22 @@ static void test_ktls_sequence_numbers_advance(void **state)
     pair_open(&p, fx.client, fx.server);
     assert_int_equal(rly_ktls_derive_keep(p.s.ssl, 1, &s_tx0, &s_rx0), 0);
     assert_int_equal(rly_ktls_derive_keep(p.c.ssl, 0, &c_tx0, &c_rx0), 0);
-    assert_int_equal(be64(s_rx0.crypto.aes_gcm_128.rec_seq), 0);
-    assert_int_equal(be64(c_tx0.crypto.aes_gcm_128.rec_seq), 0);
+    assert_int_equal(test_be64(s_rx0.crypto.aes_gcm_128.rec_seq), 0);
+    assert_int_equal(test_be64(c_tx0.crypto.aes_gcm_128.rec_seq), 0);
 
     /* Two records client -> server, read by the server. */
     write_one(p.c.ssl, "first");
     write_one(p.c.ssl, "second");
-    move_all(p.c.out, p.s.in);
+    test_tls_move_all(p.c.out, p.s.in);
     assert_int_equal(SSL_read(p.s.ssl, buf, sizeof(buf)), 5);
     assert_int_equal(SSL_read(p.s.ssl, buf, sizeof(buf)), 6);
 
     assert_int_equal(rly_ktls_derive(p.s.ssl, 1, &s_tx, &s_rx), 0);
     assert_int_equal(rly_ktls_derive(p.c.ssl, 0, &c_tx, &c_rx), 0);
-    assert_int_equal(be64(s_rx.crypto.aes_gcm_128.rec_seq),
-                     be64(s_rx0.crypto.aes_gcm_128.rec_seq) + 2);
-    assert_int_equal(be64(c_tx.crypto.aes_gcm_128.rec_seq),
-                     be64(c_tx0.crypto.aes_gcm_128.rec_seq) + 2);
+    assert_int_equal(test_be64(s_rx.crypto.aes_gcm_128.rec_seq),
+                     test_be64(s_rx0.crypto.aes_gcm_128.rec_seq) + 2);
+    assert_int_equal(test_be64(c_tx.crypto.aes_gcm_128.rec_seq),
+                     test_be64(c_tx0.crypto.aes_gcm_128.rec_seq) + 2);
     /* Nothing went the other way. */
     assert_memory_equal(&s_tx, &s_tx0, sizeof(s_tx));
     assert_memory_equal(&c_rx, &c_rx0, sizeof(c_rx));
@@ -443,7 +354,7 @@ static void test_ktls_busy_while_ciphertext_unread(void **state)
 
     pair_open(&p, fx.client, fx.server);
     write_one(p.c.ssl, "in flight");
-    move_all(p.c.out, p.s.in); /* in the server's read BIO, not yet read */
+    test_tls_move_all(p.c.out, p.s.in); /* in the server's read BIO, not yet read */
     assert_int_equal(rly_ktls_derive(p.s.ssl, 1, &tx, &rx), -EBUSY);
     assert_empty(&tx);
     assert_empty(&rx);
@@ -451,7 +362,7 @@ static void test_ktls_busy_while_ciphertext_unread(void **state)
 
     assert_int_equal(SSL_read(p.s.ssl, buf, sizeof(buf)), 9);
     assert_int_equal(rly_ktls_derive(p.s.ssl, 1, &tx, &rx), 0);
-    assert_int_equal(be64(rx.crypto.aes_gcm_128.rec_seq), 1);
+    assert_int_equal(test_be64(rx.crypto.aes_gcm_128.rec_seq), 1);
     rly_ktls_material_wipe(&tx);
     rly_ktls_material_wipe(&rx);
     pair_close(&p);
@@ -466,7 +377,7 @@ static void test_ktls_busy_while_plaintext_buffered(void **state)
 
     pair_open(&p, fx.client, fx.server);
     write_one(p.c.ssl, "0123456789abcdefghij");
-    move_all(p.c.out, p.s.in);
+    test_tls_move_all(p.c.out, p.s.in);
     assert_int_equal(SSL_read(p.s.ssl, buf, 5), 5);
     assert_true(SSL_pending(p.s.ssl) > 0);
     assert_int_equal(rly_ktls_derive(p.s.ssl, 1, &tx, &rx), -EBUSY);
@@ -494,12 +405,12 @@ static void test_ktls_busy_until_tickets_flushed(void **state)
 
     write_one(p.s.ssl, "hello"); /* tickets record, then this one */
     assert_int_equal(SSL_get_write_sequence(p.s.ssl), 2);
-    move_all(p.s.out, p.c.in);
+    test_tls_move_all(p.s.out, p.c.in);
     assert_int_equal(SSL_read(p.c.ssl, buf, sizeof(buf)), 5);
 
     assert_int_equal(rly_ktls_derive(p.s.ssl, 1, &tx, &rx), 0);
     assert_int_equal(rly_ktls_derive(p.c.ssl, 0, &c_tx, &c_rx), 0);
-    assert_int_equal(be64(tx.crypto.aes_gcm_128.rec_seq), 2);
+    assert_int_equal(test_be64(tx.crypto.aes_gcm_128.rec_seq), 2);
     assert_memory_equal(&tx, &c_rx, sizeof(tx));
     write_one(p.s.ssl, "after tickets");
     size_t n = take_record(&p.s, raw, sizeof(raw));
@@ -522,12 +433,12 @@ static void debug_keylog(const SSL *ssl, const char *line)
 static void test_ktls_refuses_misuse(void **state)
 {
     struct pair p;
-    struct end half;
+    struct test_tls_end half;
     struct rly_ktls_material tx, rx;
     (void)state;
 
     /* Handshake not finished. */
-    end_init(&half, fx.client, 0);
+    test_tls_end_init(&half, fx.client, 0);
     assert_int_equal(SSL_do_handshake(half.ssl), -1);
     assert_int_equal(rly_ktls_derive(half.ssl, 0, &tx, &rx), -EINVAL);
     SSL_free(half.ssl);
@@ -750,7 +661,7 @@ static void stream_consume(struct stream *st, size_t n)
     st->len -= n;
 }
 
-static void flush_to_fd(struct end *e, int fd)
+static void flush_to_fd(struct test_tls_end *e, int fd)
 {
     uint8_t buf[16384];
     int n;
@@ -763,7 +674,7 @@ static void openssl_peer(const char *suite, uint16_t want_id, uint16_t want_kern
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof(a);
     struct rly_ktls_material tx, rx;
-    struct end s;
+    struct test_tls_end s;
     static struct stream st;
     char connect_to[64], buf[64];
     int in[2], l;
@@ -798,7 +709,7 @@ static void openssl_peer(const char *suite, uint16_t want_id, uint16_t want_kern
 
     /* Handshake, one record at a time, so that nothing after the client's Finished reaches
      * BoringSSL: what follows stays "in the socket", as for a real hand-off. */
-    end_init(&s, fx.server, 1);
+    test_tls_end_init(&s, fx.server, 1);
     while (SSL_do_handshake(s.ssl) != 1) {
         assert_int_equal(SSL_get_error(s.ssl, -1), SSL_ERROR_WANT_READ);
         flush_to_fd(&s, st.fd);

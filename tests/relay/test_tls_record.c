@@ -29,6 +29,7 @@
 #include "relay/ktls.h"
 #include "relay/tls_record.h"
 #include "tests/support/support.h"
+#include "tests/support/tls_pair.h"
 
 #define CT_CCS 20
 #define CT_ALERT 21
@@ -44,7 +45,7 @@
 #define IA32CAP_NO_AESNI "~0x200000000000000"
 
 struct fixture {
-    char dir[128];
+    struct test_tls_certs certs;
     SSL_CTX *server; /* cr_tls_server_ctx (no tickets) with the keylog callback */
     SSL_CTX *client; /* cr_tls_client_ctx */
     uint16_t want_cipher;
@@ -55,34 +56,24 @@ static struct fixture fx;
 /* Scratch buffers, too large for the stack. */
 static uint8_t wire[BIG], work[BIG], plain[BIG], data[BIG];
 
-/* One TLS endpoint over memory BIOs (owned by ssl): the test carries the ciphertext. */
-struct end {
-    SSL *ssl;
-    BIO *in;  /* ciphertext the test feeds to ssl */
-    BIO *out; /* ciphertext ssl wrote */
-};
-
 /* A BoringSSL client and server after a handshake and some traffic through SSL, and our
  * record layer set up from the server's derived material (kept, so a test can start over
  * at the same point with rly_rec_init). */
 struct pair {
-    struct end c, s;
+    struct test_tls_end c, s;
     struct rly_ktls_material tx, rx;
     struct rly_rec rec;
 };
 
 static int setup(void **state)
 {
-    char err[256], cert[256], key[256], ca[256];
+    char err[256];
     (void)state;
     fx.want_cipher = getenv(ENV_CHACHA) ? 0x1303 : 0x1301;
-    if (test_tmpdir(fx.dir, sizeof(fx.dir)) < 0 || test_certs_make(fx.dir, "IP:127.0.0.1") < 0)
+    if (test_tls_certs_make(&fx.certs) < 0)
         return -1;
-    snprintf(cert, sizeof(cert), "%s/server.pem", fx.dir);
-    snprintf(key, sizeof(key), "%s/server.key", fx.dir);
-    snprintf(ca, sizeof(ca), "%s/ca.pem", fx.dir);
-    fx.server = cr_tls_server_ctx(cert, key, err, sizeof(err));
-    fx.client = cr_tls_client_ctx(ca, err, sizeof(err));
+    fx.server = cr_tls_server_ctx(fx.certs.cert, fx.certs.key, err, sizeof(err));
+    fx.client = cr_tls_client_ctx(fx.certs.ca, err, sizeof(err));
     if (!fx.server || !fx.client || rly_ktls_keylog_install(fx.server) < 0)
         return -1;
     return 0;
@@ -93,7 +84,7 @@ static int teardown(void **state)
     (void)state;
     SSL_CTX_free(fx.server);
     SSL_CTX_free(fx.client);
-    test_rmtree(fx.dir);
+    test_rmtree(fx.certs.dir);
     return 0;
 }
 
@@ -109,40 +100,8 @@ static void fill(uint8_t *buf, size_t len, uint32_t seed)
     }
 }
 
-static uint64_t be64(const uint8_t b[8])
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | b[i];
-    return v;
-}
-
-static void end_init(struct end *e, SSL_CTX *ctx, int is_server)
-{
-    e->ssl = SSL_new(ctx);
-    assert_non_null(e->ssl);
-    e->in = BIO_new(BIO_s_mem());
-    e->out = BIO_new(BIO_s_mem());
-    assert_true(e->in && e->out);
-    SSL_set_bio(e->ssl, e->in, e->out);
-    if (is_server) {
-        SSL_set_accept_state(e->ssl);
-    } else {
-        assert_int_equal(cr_tls_expect_host(e->ssl, "127.0.0.1:0"), 0);
-        SSL_set_connect_state(e->ssl);
-    }
-}
-
-static void move_all(BIO *from, BIO *to)
-{
-    uint8_t buf[16384];
-    int n;
-    while ((n = BIO_read(from, buf, sizeof(buf))) > 0)
-        assert_int_equal(BIO_write(to, buf, n), n);
-}
-
 /* Everything e wrote since the last call, appended at buf; returns its length. */
-static size_t take(struct end *e, uint8_t *buf, size_t cap)
+static size_t take(struct test_tls_end *e, uint8_t *buf, size_t cap)
 {
     size_t got = 0;
     int n;
@@ -172,23 +131,10 @@ static void ssl_read_exact(SSL *ssl, uint8_t *buf, size_t len)
  * then the hand-off: the record layer continues both sequences from there. */
 static void pair_open(struct pair *p)
 {
-    int rc_c = 0, rc_s = 0;
     uint8_t buf[4096];
 
     memset(p, 0, sizeof(*p));
-    end_init(&p->c, fx.client, 0);
-    end_init(&p->s, fx.server, 1);
-    for (int round = 0; round < 16 && (rc_c != 1 || rc_s != 1); round++) {
-        if (rc_c != 1)
-            rc_c = SSL_do_handshake(p->c.ssl);
-        move_all(p->c.out, p->s.in);
-        if (rc_s != 1)
-            rc_s = SSL_do_handshake(p->s.ssl);
-        move_all(p->s.out, p->c.in);
-    }
-    assert_int_equal(rc_c, 1);
-    assert_int_equal(rc_s, 1);
-    assert_int_equal(SSL_version(p->s.ssl), TLS1_3_VERSION);
+    test_tls_pair_handshake(&p->c, &p->s, fx.client, fx.server);
     assert_int_equal(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(p->s.ssl)),
                      fx.want_cipher);
 
@@ -196,14 +142,14 @@ static void pair_open(struct pair *p)
         fill(buf, 1000 + i, 100 + i);
         ssl_write_all(p->c.ssl, buf, 1000 + i);
     }
-    move_all(p->c.out, p->s.in);
+    test_tls_move_all(p->c.out, p->s.in);
     for (uint32_t i = 0; i < 3; i++)
         ssl_read_exact(p->s.ssl, work, 1000 + i);
     for (uint32_t i = 0; i < 2; i++) {
         fill(buf, 2000 + i, 200 + i);
         ssl_write_all(p->s.ssl, buf, 2000 + i);
     }
-    move_all(p->s.out, p->c.in);
+    test_tls_move_all(p->s.out, p->c.in);
     for (uint32_t i = 0; i < 2; i++)
         ssl_read_exact(p->c.ssl, work, 2000 + i);
 
@@ -269,50 +215,6 @@ static void open_fails(struct rly_rec *r, uint8_t *buf, size_t len, int want)
     assert_int_equal(ERR_peek_error(), 0);
 }
 
-/* The AEAD, key and static IV in m, read independently of the code under test. */
-static void material_parts(const struct rly_ktls_material *m, const EVP_AEAD **aead,
-                           const uint8_t **key, size_t *key_len, uint8_t iv[12])
-{
-    switch (m->crypto.info.cipher_type) {
-    case TLS_CIPHER_AES_GCM_128:
-        *aead = EVP_aead_aes_128_gcm();
-        *key = m->crypto.aes_gcm_128.key;
-        *key_len = sizeof(m->crypto.aes_gcm_128.key);
-        memcpy(iv, m->crypto.aes_gcm_128.salt, 4);
-        memcpy(iv + 4, m->crypto.aes_gcm_128.iv, 8);
-        break;
-    case TLS_CIPHER_AES_GCM_256:
-        *aead = EVP_aead_aes_256_gcm();
-        *key = m->crypto.aes_gcm_256.key;
-        *key_len = sizeof(m->crypto.aes_gcm_256.key);
-        memcpy(iv, m->crypto.aes_gcm_256.salt, 4);
-        memcpy(iv + 4, m->crypto.aes_gcm_256.iv, 8);
-        break;
-    case TLS_CIPHER_CHACHA20_POLY1305:
-        *aead = EVP_aead_chacha20_poly1305();
-        *key = m->crypto.chacha20_poly1305.key;
-        *key_len = sizeof(m->crypto.chacha20_poly1305.key);
-        memcpy(iv, m->crypto.chacha20_poly1305.iv, 12);
-        break;
-    default:
-        fail_msg("unexpected cipher type %u", m->crypto.info.cipher_type);
-    }
-}
-
-static uint64_t material_seq(const struct rly_ktls_material *m)
-{
-    switch (m->crypto.info.cipher_type) {
-    case TLS_CIPHER_AES_GCM_128:
-        return be64(m->crypto.aes_gcm_128.rec_seq);
-    case TLS_CIPHER_AES_GCM_256:
-        return be64(m->crypto.aes_gcm_256.rec_seq);
-    case TLS_CIPHER_CHACHA20_POLY1305:
-        return be64(m->crypto.chacha20_poly1305.rec_seq);
-    }
-    fail_msg("unexpected cipher type %u", m->crypto.info.cipher_type);
-    return 0;
-}
-
 /* A record as the peer would seal it under m at sequence number seq, with any inner
  * plaintext (content || type || padding) and outer type: lets a test send what BoringSSL's
  * API cannot (padding, other alerts, odd types). Returns the record's length. */
@@ -325,7 +227,7 @@ static size_t craft(const struct rly_ktls_material *m, uint64_t seq, uint8_t out
     uint8_t nonce[12];
     EVP_AEAD_CTX ctx;
 
-    material_parts(m, &aead, &key, &key_len, nonce);
+    test_tls_material_parts(m, &aead, &key, &key_len, nonce);
     for (int i = 0; i < 8; i++)
         nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
     size_t body = inner_len + 16;
@@ -923,8 +825,8 @@ static void test_tls_record_sequence_continues_from_ssl(void **state)
     (void)state;
 
     pair_open(&p);
-    assert_int_equal(material_seq(&p.rx), 3);
-    assert_int_equal(material_seq(&p.tx), 2);
+    assert_int_equal(test_tls_material_seq(&p.rx), 3);
+    assert_int_equal(test_tls_material_seq(&p.tx), 2);
     assert_int_equal(p.rec.rx.seq, 3);
     assert_int_equal(p.rec.tx.seq, 2);
     for (uint32_t i = 0; i < 5; i++) {
@@ -1006,7 +908,7 @@ static void test_tls_record_free_wipes_keys(void **state)
 
     pair_open(&p);
     assert_int_equal(rly_rec_init(&r, &p.tx, &p.rx), 0);
-    material_parts(&p.tx, &aead, &key, &key_len, iv);
+    test_tls_material_parts(&p.tx, &aead, &key, &key_len, iv);
     assert_memory_equal(r.tx.iv, iv, 12);
     rly_rec_free(&r);
     assert_memory_equal(&r, &zero, sizeof(r));
@@ -1028,7 +930,7 @@ static void test_tls_record_boringssl_pair_chacha20_poly1305(void **state)
     int status;
     (void)state;
 
-    snprintf(out_path, sizeof(out_path), "%s/chacha.log", fx.dir);
+    snprintf(out_path, sizeof(out_path), "%s/chacha.log", fx.certs.dir);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -1114,7 +1016,7 @@ static void openssl_peer(const char *suite, uint16_t want_id)
     socklen_t alen = sizeof(a);
     struct rly_ktls_material tx, rx;
     struct rly_rec rec;
-    struct end s;
+    struct test_tls_end s;
     char connect_to[64];
     int in[2], out[2], l, fd, status;
     pid_t pid;
@@ -1148,7 +1050,7 @@ static void openssl_peer(const char *suite, uint16_t want_id)
 
     /* Handshake one record at a time, so that nothing after the client's Finished reaches
      * BoringSSL: from there on, every byte on the socket is ours. */
-    end_init(&s, fx.server, 1);
+    test_tls_end_init(&s, fx.server, 1);
     static uint8_t hs[65536];
     size_t have = 0;
     while (SSL_do_handshake(s.ssl) != 1) {
