@@ -188,7 +188,7 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
     rly__buf_give(w, &data->frame); /* raw bytes from here on: no frames to assemble */
     /* The recorder's first bytes go out behind DataAccepted: read it once that has left
      * (rly__stream_agent_drained), so its record never waits for room in `out`. */
-    if (!data->send_busy && !data->out.len)
+    if (!data->send_busy && !data->out.len && !BIO_ctrl_pending(SSL_get_wbio(data->ssl)))
         rly__post_recv(w, rec);
     return 0;
 }
@@ -362,6 +362,15 @@ void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c)
     if (!p)
         return;
     struct rly_conn *rec = c->kind == RLY_CONN_RECORDER ? c : p;
+    struct rly_conn *data = c->kind == RLY_CONN_RECORDER ? p : c;
+    if (data->st && rec->send_busy && rec->send_iov) {
+        /* The recorder's sendmsg in flight still reads the stream's msghdr and buffers: they
+         * stay with the recorder until its completion frees it. */
+        rec->st = data->st;
+        data->st = NULL;
+        rec->frame = data->frame; /* a pool buffer the records may be in */
+        data->frame = (struct rly_buf){0};
+    }
     c->peer = -1;
     p->peer = -1;
     if (cam)

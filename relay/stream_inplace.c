@@ -190,12 +190,12 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
         finish_rx(w, data, rec);
         return;
     }
+    if (data->recv_busy)
+        return; /* bytes are still coming in (behind these, if any): the completion pumps */
     if (!st->in) {
         read_more(w, data);
         return;
     }
-    if (data->recv_busy)
-        return; /* bytes are still coming in behind these: the recv's completion pumps */
     struct rly_rec_span spans[RLY_STREAM_IOV];
     unsigned n = 0;
     int eof = 0;

@@ -418,6 +418,7 @@ static void on_tick(struct rly_worker *w)
         if (c->starved) {
             c->starved = 0;
             if (c->st && c->st->path == RLY_PATH_TLS_INPLACE) {
+                rly__agent_flush(w, c); /* DataAccepted may be what waited for a buffer */
                 rly__inplace_pump(w, c);
             } else if (c->kind == RLY_CONN_AGENT) {
                 rly__agent_continue(w, c);

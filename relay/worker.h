@@ -117,7 +117,8 @@ void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c);
 void rly__stream_check_done(struct rly_worker *w, struct rly_conn *data, struct rly_conn *rec);
 /* Counts bytes relayed to either side (recorder connection, camera, relay). */
 void rly__stream_count(struct rly_worker *w, struct rly_conn *rec, uint64_t n);
-/* Frees a data connection's stream state (pipes, keys, a held ring buffer). */
+/* Frees the stream state a connection holds (pipes, keys, buffers): the data connection
+ * normally, the recorder when its sendmsg outlived the pair. */
 void rly__stream_free(struct rly_worker *w, struct rly_conn *data);
 
 /* stream_inplace.c: TLS records opened in place, plaintext sent from where it was received */
