@@ -228,36 +228,15 @@ static int fill(const struct suite *su, const EVP_MD *md, const uint8_t *secret,
     m->crypto.info.version = TLS_1_3_VERSION;
     m->crypto.info.cipher_type = su->kernel_cipher;
     /* The kernel builds the nonce as salt || iv and XORs the sequence number into it. */
-    switch (su->kernel_cipher) {
-    case TLS_CIPHER_AES_GCM_128: {
-        struct tls12_crypto_info_aes_gcm_128 *c = &m->crypto.aes_gcm_128;
-        memcpy(c->salt, iv, sizeof(c->salt));
-        memcpy(c->iv, iv + sizeof(c->salt), sizeof(c->iv));
-        memcpy(c->key, key, sizeof(c->key));
-        put_be64(c->rec_seq, seq);
-        m->len = sizeof(*c);
-        break;
-    }
-    case TLS_CIPHER_AES_GCM_256: {
-        struct tls12_crypto_info_aes_gcm_256 *c = &m->crypto.aes_gcm_256;
-        memcpy(c->salt, iv, sizeof(c->salt));
-        memcpy(c->iv, iv + sizeof(c->salt), sizeof(c->iv));
-        memcpy(c->key, key, sizeof(c->key));
-        put_be64(c->rec_seq, seq);
-        m->len = sizeof(*c);
-        break;
-    }
-    case TLS_CIPHER_CHACHA20_POLY1305: {
-        struct tls12_crypto_info_chacha20_poly1305 *c = &m->crypto.chacha20_poly1305;
-        memcpy(c->iv, iv, sizeof(c->iv));
-        memcpy(c->key, key, sizeof(c->key));
-        put_be64(c->rec_seq, seq);
-        m->len = sizeof(*c);
-        break;
-    }
-    default:
-        rc = -EOPNOTSUPP;
-        break;
+    struct rly_ktls_fields f;
+    rc = rly_ktls_fields(m, su->kernel_cipher, &f);
+    if (rc == 0) {
+        if (f.salt_len)
+            memcpy(f.salt, iv, f.salt_len);
+        memcpy(f.iv, iv + f.salt_len, f.iv_len);
+        memcpy(f.key, key, f.key_len);
+        put_be64(f.seq, seq);
+        m->len = f.len;
     }
 out_wipe:
     OPENSSL_cleanse(key, sizeof(key));
@@ -343,20 +322,39 @@ int rly_ktls_derive_keep(SSL *ssl, int is_server, struct rly_ktls_material *tx,
     return derive(ssl, is_server, tx, rx, 1);
 }
 
-static int material_ok(const struct rly_ktls_material *m)
+int rly_ktls_fields(const struct rly_ktls_material *cm, unsigned cipher,
+                    struct rly_ktls_fields *f)
 {
-    if (m->crypto.info.version != TLS_1_3_VERSION)
-        return 0;
-    switch (m->crypto.info.cipher_type) {
-    case TLS_CIPHER_AES_GCM_128:
-        return m->len == sizeof(m->crypto.aes_gcm_128);
-    case TLS_CIPHER_AES_GCM_256:
-        return m->len == sizeof(m->crypto.aes_gcm_256);
-    case TLS_CIPHER_CHACHA20_POLY1305:
-        return m->len == sizeof(m->crypto.chacha20_poly1305);
-    default:
+    struct rly_ktls_material *m = (struct rly_ktls_material *)cm; /* see the header */
+    switch (cipher) {
+    case TLS_CIPHER_AES_GCM_128: {
+        struct tls12_crypto_info_aes_gcm_128 *c = &m->crypto.aes_gcm_128;
+        *f = (struct rly_ktls_fields){c->key, c->salt, c->iv, c->rec_seq, sizeof(c->key),
+                                      sizeof(c->salt), sizeof(c->iv), sizeof(*c)};
         return 0;
     }
+    case TLS_CIPHER_AES_GCM_256: {
+        struct tls12_crypto_info_aes_gcm_256 *c = &m->crypto.aes_gcm_256;
+        *f = (struct rly_ktls_fields){c->key, c->salt, c->iv, c->rec_seq, sizeof(c->key),
+                                      sizeof(c->salt), sizeof(c->iv), sizeof(*c)};
+        return 0;
+    }
+    case TLS_CIPHER_CHACHA20_POLY1305: {
+        struct tls12_crypto_info_chacha20_poly1305 *c = &m->crypto.chacha20_poly1305;
+        *f = (struct rly_ktls_fields){c->key, NULL, c->iv, c->rec_seq, sizeof(c->key), 0,
+                                      sizeof(c->iv), sizeof(*c)};
+        return 0;
+    }
+    default:
+        return -EOPNOTSUPP;
+    }
+}
+
+static int material_ok(const struct rly_ktls_material *m)
+{
+    struct rly_ktls_fields f;
+    return m->crypto.info.version == TLS_1_3_VERSION &&
+           rly_ktls_fields(m, m->crypto.info.cipher_type, &f) == 0 && m->len == f.len;
 }
 
 int rly_ktls_enable(int fd, const struct rly_ktls_material *tx,

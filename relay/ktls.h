@@ -23,6 +23,20 @@ struct rly_ktls_material {
     socklen_t len;
 };
 
+/* Where a cipher's key, salt, IV and record sequence number sit in a material, and how long
+ * each is: the one place that knows the kernel's per-cipher layout. The nonce base is
+ * salt || iv (salt_len 0 for ChaCha20-Poly1305, whose iv is all 12 bytes). */
+struct rly_ktls_fields {
+    uint8_t *key, *salt, *iv, *seq;
+    size_t key_len, salt_len, iv_len;
+    socklen_t len; /* the material's len for this cipher */
+};
+
+/* Fills f with pointers into m for cipher (a TLS_CIPHER_* value); they are writable only when
+ * m is. Returns 0, or -EOPNOTSUPP for a cipher without a layout here. */
+int rly_ktls_fields(const struct rly_ktls_material *m, unsigned cipher,
+                    struct rly_ktls_fields *f);
+
 /* Installs on ctx the keylog callback that keeps each SSL's CLIENT_TRAFFIC_SECRET_0 and
  * SERVER_TRAFFIC_SECRET_0 (in SSL ex_data, one small allocation per handshake) so that
  * rly_ktls_derive() can compute the record keys; BoringSSL exports no traffic keys. Nothing

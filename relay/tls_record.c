@@ -41,47 +41,33 @@ static int dir_init(struct rly_rec_dir *d, const struct rly_ktls_material *m)
     const uint8_t *key;
     size_t key_len;
 
+    struct rly_ktls_fields f;
+
     if (m->crypto.info.version != TLS_1_3_VERSION)
         return -EINVAL;
     switch (m->crypto.info.cipher_type) {
-    case TLS_CIPHER_AES_GCM_128: {
-        const struct tls12_crypto_info_aes_gcm_128 *c = &m->crypto.aes_gcm_128;
-        if (m->len != sizeof(*c))
-            return -EINVAL;
+    case TLS_CIPHER_AES_GCM_128:
         aead = EVP_aead_aes_128_gcm();
-        key = c->key;
-        key_len = sizeof(c->key);
-        memcpy(d->iv, c->salt, sizeof(c->salt));
-        memcpy(d->iv + sizeof(c->salt), c->iv, sizeof(c->iv));
-        d->seq = get_be64(c->rec_seq);
         break;
-    }
-    case TLS_CIPHER_AES_GCM_256: {
-        const struct tls12_crypto_info_aes_gcm_256 *c = &m->crypto.aes_gcm_256;
-        if (m->len != sizeof(*c))
-            return -EINVAL;
+    case TLS_CIPHER_AES_GCM_256:
         aead = EVP_aead_aes_256_gcm();
-        key = c->key;
-        key_len = sizeof(c->key);
-        memcpy(d->iv, c->salt, sizeof(c->salt));
-        memcpy(d->iv + sizeof(c->salt), c->iv, sizeof(c->iv));
-        d->seq = get_be64(c->rec_seq);
         break;
-    }
-    case TLS_CIPHER_CHACHA20_POLY1305: {
-        const struct tls12_crypto_info_chacha20_poly1305 *c = &m->crypto.chacha20_poly1305;
-        if (m->len != sizeof(*c))
-            return -EINVAL;
+    case TLS_CIPHER_CHACHA20_POLY1305:
         aead = EVP_aead_chacha20_poly1305();
-        key = c->key;
-        key_len = sizeof(c->key);
-        memcpy(d->iv, c->iv, sizeof(c->iv));
-        d->seq = get_be64(c->rec_seq);
         break;
-    }
     default:
         return -EOPNOTSUPP;
     }
+    if (rly_ktls_fields(m, m->crypto.info.cipher_type, &f) < 0)
+        return -EOPNOTSUPP;
+    if (m->len != f.len || f.salt_len + f.iv_len != sizeof(d->iv))
+        return -EINVAL;
+    if (f.salt_len)
+        memcpy(d->iv, f.salt, f.salt_len);
+    memcpy(d->iv + f.salt_len, f.iv, f.iv_len);
+    d->seq = get_be64(f.seq);
+    key = f.key;
+    key_len = f.key_len;
     /* The plain AEADs, not the _tls13 ones: those assume the first record they seal has
      * sequence number 0, and a hand-off starts mid-stream. The context state is inline
      * in EVP_AEAD_CTX, so this allocates nothing. */
