@@ -19,7 +19,6 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "relay/ktls.h"
 
 static void unlink_pending(struct rly_worker *w, struct rly_camera *cam, struct rly_conn *rec)
 {
@@ -79,35 +78,6 @@ static void count_path(struct rly_worker *w, struct rly_camera *cam, unsigned pa
     atomic_store_explicit(&cam->last_path, (uint8_t)(path + 1), memory_order_relaxed);
 }
 
-/* Moves data's record layer into the kernel (TCP_ULP "tls"): both directions, from the
- * session's traffic keys. 0, or -errno and data stays on a userspace path (or is closing,
- * when the kernel failed half way). */
-static int try_ktls(struct rly_worker *w, struct rly_conn *data)
-{
-    struct rly_ktls_material tx, rx;
-    /* Only the camera's direction goes to the kernel. The recorder's bytes are sealed by our
-     * record layer into `out`, behind DataAccepted whose ciphertext may still be queued there:
-     * a kernel TX would encrypt those bytes a second time. */
-    int rc = rly_ktls_derive_keep(data->ssl, 1, &tx, &rx);
-    if (rc == 0)
-        rc = rly_rec_init(&data->st->tls, &tx, NULL);
-    if (rc == 0) {
-        rc = rly_ktls_enable(data->fd, NULL, &rx);
-        if (rc < 0 && rc != -ENOENT && rc != -ENOPROTOOPT && rc != -EINVAL) {
-            cr_warn("agent %s: kernel TLS set-up failed half way: %s", data->addr,
-                    strerror(-rc));
-            rly__conn_close(w, data, "kernel TLS set-up failed");
-        }
-    }
-    rly_ktls_material_wipe(&tx);
-    rly_ktls_material_wipe(&rx);
-    if (rc == 0)
-        rly_ktls_forget(data->ssl); /* used: wipe the captured secrets */
-    else
-        rly_rec_free(&data->st->tls);
-    return rc;
-}
-
 int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay__DataHello *h,
                      const char **why)
 {
@@ -159,7 +129,7 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
     data->st = cr_xcalloc(1, sizeof(*data->st)); /* once per stream, freed with data */
     data->st->pipe_up[0] = data->st->pipe_up[1] = -1;
     data->st->pipe_down[0] = data->st->pipe_down[1] = -1;
-    if (data->plain || (w->relay->ktls && try_ktls(w, data) == 0)) {
+    if (data->plain || (w->relay->ktls && rly__ktls_start(w, data) == 0)) {
         data->st->path = data->plain ? RLY_PATH_PLAIN_SPLICE : RLY_PATH_KTLS_SPLICE;
         count_path(w, cam, data->st->path);
         int rc = rly__splice_start(w, data, rec, data->frame.mem, data->frame.len);

@@ -19,20 +19,49 @@
 
 #define RING_LEND_MAX (RLY_RING_BUFS / 2)
 
-int rly__inplace_start(struct rly_worker *w, struct rly_conn *data)
+/* Takes the session's traffic keys over: our record layer seals the recorder's bytes (tx) and,
+ * unless kernel_rx, opens the camera's (rx); with kernel_rx the kernel gets rx (TCP_ULP "tls").
+ * The captured secrets are wiped on success and kept on failure (a later path may use them).
+ * 0, or -errno with data still on BoringSSL's records (or closing, when the kernel failed half
+ * way). */
+static int take_keys(struct rly_worker *w, struct rly_conn *data, int kernel_rx)
 {
-    (void)w;
     struct rly_ktls_material tx, rx;
-    int rc = rly_ktls_derive(data->ssl, 1, &tx, &rx);
+    int rc = rly_ktls_derive_keep(data->ssl, 1, &tx, &rx);
     if (rc == 0)
-        rc = rly_rec_init(&data->st->tls, &tx, &rx);
+        rc = rly_rec_init(&data->st->tls, &tx, kernel_rx ? NULL : &rx);
+    if (rc == 0 && kernel_rx) {
+        rc = rly_ktls_enable(data->fd, NULL, &rx);
+        if (rc < 0 && rc != -ENOENT && rc != -ENOPROTOOPT && rc != -EINVAL) {
+            cr_warn("agent %s: kernel TLS set-up failed half way: %s", data->addr,
+                    strerror(-rc));
+            rly__conn_close(w, data, "kernel TLS set-up failed");
+        }
+    }
     rly_ktls_material_wipe(&tx);
     rly_ktls_material_wipe(&rx);
+    if (rc == 0)
+        rly_ktls_forget(data->ssl);
+    else
+        rly_rec_free(&data->st->tls);
+    return rc;
+}
+
+int rly__ktls_start(struct rly_worker *w, struct rly_conn *data)
+{
+    /* Only the camera's direction goes to the kernel. The recorder's bytes are sealed by our
+     * record layer into `out`, behind DataAccepted whose ciphertext may still be queued there:
+     * a kernel TX would encrypt those bytes a second time. */
+    return take_keys(w, data, 1);
+}
+
+int rly__inplace_start(struct rly_worker *w, struct rly_conn *data)
+{
+    int rc = take_keys(w, data, 0);
     if (rc < 0) {
         cr_debug("agent %s: stream %llu stays on BoringSSL's record layer: %s", data->addr,
                  (unsigned long long)data->stream_id, strerror(-rc));
-        rly_ktls_forget(data->ssl);
-        rly_rec_free(&data->st->tls);
+        rly_ktls_forget(data->ssl); /* the last path that could use them */
     }
     return rc;
 }
@@ -88,6 +117,16 @@ static int own_buffer(struct rly_worker *w, struct rly_conn *data)
     return 0;
 }
 
+/* Reads into a buffer of the stream's own (the tick retries when there is none). */
+static void read_into_own(struct rly_worker *w, struct rly_conn *data)
+{
+    if (own_buffer(w, data) < 0) {
+        data->starved = 1;
+        return;
+    }
+    rly__post_recv_into(w, data, data->st->in, data->st->in_cap);
+}
+
 /* Waits for the camera's next records. A quiet stream holds no buffer meanwhile (the ring
  * picks one when they come); a busy one, or one on a worker that has lent too many ring
  * buffers already, reads into a buffer of its own. */
@@ -98,11 +137,7 @@ static void read_more(struct rly_worker *w, struct rly_conn *data)
         rly__post_recv(w, data);
         return;
     }
-    if (own_buffer(w, data) < 0) {
-        data->starved = 1; /* the tick pumps again */
-        return;
-    }
-    rly__post_recv_into(w, data, st->in, st->in_cap);
+    read_into_own(w, data);
 }
 
 /* close_notify came and everything before it was sent: pass the half-close on. */
@@ -122,11 +157,7 @@ void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring,
     if (res == -ENOBUFS) { /* the ring ran dry: this stream reads into a buffer of its own */
         atomic_fetch_add_explicit(&w->relay->counters.buffers_exhausted, 1,
                                   memory_order_relaxed);
-        if (own_buffer(w, data) < 0) {
-            data->starved = 1;
-            return;
-        }
-        rly__post_recv_into(w, data, st->in, st->in_cap);
+        read_into_own(w, data);
         return;
     }
     if (res <= 0) {
@@ -304,30 +335,31 @@ void rly__inplace_sent(struct rly_worker *w, struct rly_conn *rec, int res)
     rly__inplace_pump(w, data);
 }
 
+/* Where a record of up to need bytes goes behind what data->out holds, or NULL. */
+static uint8_t *out_room(struct rly_worker *w, struct rly_conn *data, uint32_t need)
+{
+    if (rly__buf_take(w, &data->out) < 0)
+        return NULL;
+    uint32_t at = data->out.off + data->out.len;
+    /* Always room: the recorder is read only once `out` has drained. */
+    return at + need <= data->out.cap ? data->out.mem + at : NULL;
+}
+
 int rly__inplace_seal(struct rly_worker *w, struct rly_conn *data, const uint8_t *p, int len)
 {
-    if (len > RLY_PLAIN_CAP || rly__buf_take(w, &data->out) < 0)
-        return -ENOBUFS;
-    uint32_t at = data->out.off + data->out.len;
-    if (at + (uint32_t)len + RLY_REC_OVERHEAD > data->out.cap)
-        return -ENOSPC; /* cannot happen: the recorder is read only once `out` has drained */
-    int n = rly_rec_seal(&data->st->tls, data->out.mem + at, p, (size_t)len);
-    if (n < 0)
-        return n;
-    data->out.len += (uint32_t)n;
-    return 0;
+    uint8_t *at = len <= RLY_PLAIN_CAP ? out_room(w, data, (uint32_t)len + RLY_REC_OVERHEAD)
+                                       : NULL;
+    int n = at ? rly_rec_seal(&data->st->tls, at, p, (size_t)len) : -ENOBUFS;
+    if (n > 0)
+        data->out.len += (uint32_t)n;
+    return n < 0 ? n : 0;
 }
 
 int rly__inplace_close_notify(struct rly_worker *w, struct rly_conn *data)
 {
-    if (rly__buf_take(w, &data->out) < 0)
-        return -ENOBUFS;
-    uint32_t at = data->out.off + data->out.len;
-    if (at + 2 + RLY_REC_OVERHEAD > data->out.cap)
-        return -ENOSPC;
-    int n = rly_rec_seal_close_notify(&data->st->tls, data->out.mem + at);
-    if (n < 0)
-        return n;
-    data->out.len += (uint32_t)n;
-    return 0;
+    uint8_t *at = out_room(w, data, 2 + RLY_REC_OVERHEAD);
+    int n = at ? rly_rec_seal_close_notify(&data->st->tls, at) : -ENOBUFS;
+    if (n > 0)
+        data->out.len += (uint32_t)n;
+    return n < 0 ? n : 0;
 }
