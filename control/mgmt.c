@@ -318,6 +318,30 @@ static void *acceptor_main(void *arg)
     return NULL;
 }
 
+static void close_listeners(struct ctl_mgmt *m)
+{
+    if (m->tcp_fd >= 0)
+        close(m->tcp_fd);
+    if (m->unix_fd >= 0) {
+        close(m->unix_fd);
+        unlink(m->unix_path);
+    }
+}
+
+/* Frees what ctl_mgmt_start made besides its sockets and threads. */
+static void mgmt_free(struct ctl_mgmt *m)
+{
+    if (m->token) {
+        cr_wipe(m->token, m->token_len);
+        free(m->token);
+    }
+    SSL_CTX_free(m->tls);
+    free(m->unix_path);
+    pthread_cond_destroy(&m->drained);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
 int ctl_mgmt_start(const struct ctl_mgmt_config *cfg, struct ctl_mgmt **out, char *err,
                    size_t errlen)
 {
@@ -398,23 +422,10 @@ int ctl_mgmt_start(const struct ctl_mgmt_config *cfg, struct ctl_mgmt **out, cha
     return 0;
 
 out_close:
-    if (m->tcp_fd >= 0)
-        close(m->tcp_fd);
-    if (m->unix_fd >= 0) {
-        close(m->unix_fd);
-        unlink(m->unix_path);
-    }
+    close_listeners(m);
     close(m->wake_fd);
 out_free:
-    if (m->token) {
-        cr_wipe(m->token, m->token_len);
-        free(m->token);
-    }
-    SSL_CTX_free(m->tls);
-    free(m->unix_path);
-    pthread_cond_destroy(&m->drained);
-    pthread_mutex_destroy(&m->lock);
-    free(m);
+    mgmt_free(m);
     return rc;
 }
 
@@ -435,12 +446,7 @@ void ctl_mgmt_stop(struct ctl_mgmt *m)
     if (write(m->wake_fd, &one, sizeof(one)) < 0)
         cr_warn("management: cannot wake the accept thread: %s", strerror(errno));
     pthread_join(m->acceptor, NULL);
-    if (m->tcp_fd >= 0)
-        close(m->tcp_fd);
-    if (m->unix_fd >= 0) {
-        close(m->unix_fd);
-        unlink(m->unix_path);
-    }
+    close_listeners(m);
 
     pthread_mutex_lock(&m->lock);
     for (struct mgmt_conn *c = m->conns; c; c = c->next)
@@ -450,15 +456,7 @@ void ctl_mgmt_stop(struct ctl_mgmt *m)
     pthread_mutex_unlock(&m->lock);
 
     close(m->wake_fd);
-    if (m->token) {
-        cr_wipe(m->token, m->token_len);
-        free(m->token);
-    }
-    SSL_CTX_free(m->tls);
-    free(m->unix_path);
-    pthread_cond_destroy(&m->drained);
-    pthread_mutex_destroy(&m->lock);
-    free(m);
+    mgmt_free(m);
 }
 
 int ctl_mgmt_set_token(struct ctl_mgmt *m, const char *token)
