@@ -239,6 +239,12 @@ static int connect_daemon(const struct args *a, int dispatcher, struct ctl_clien
 }
 
 /* Sends req and prints a refusal. Returns 0 with an owned *reply, or the exit status. */
+/* What a successful reply says, or fallback when it says nothing. */
+static const char *said(const Camrelay__Frame *reply, const char *fallback)
+{
+    return *reply->mgmt_reply->message ? reply->mgmt_reply->message : fallback;
+}
+
 static int call(const struct args *a, int dispatcher, Camrelay__MgmtRequest *req,
                 Camrelay__Frame **reply)
 {
@@ -324,8 +330,7 @@ static int cmd_account_add(const struct args *a, const char *name)
     cr_wipe(password, sizeof(password));
     if (rc)
         return rc;
-    printf("%s\n", *reply->mgmt_reply->message ? reply->mgmt_reply->message
-                                               : "relay account added");
+    printf("%s\n", said(reply, "relay account added"));
     cr_frame_free(reply);
     return 0;
 }
@@ -435,8 +440,7 @@ static int cmd_camera_attach(const struct args *a, const char *serial)
     if (a->json)
         rc = print_cameras(a, reply->mgmt_reply, 0);
     else
-        printf("camera %s: %s\n", serial,
-               *reply->mgmt_reply->message ? reply->mgmt_reply->message : "attached");
+        printf("camera %s: %s\n", serial, said(reply, "attached"));
     cr_frame_free(reply);
     return rc;
 }
@@ -453,7 +457,7 @@ static int cmd_camera_remove(const struct args *a, const char *serial)
     int rc = call(a, 0, &req, &reply);
     if (rc)
         return rc;
-    printf("%s\n", *reply->mgmt_reply->message ? reply->mgmt_reply->message : "removed");
+    printf("%s\n", said(reply, "removed"));
     cr_frame_free(reply);
     return 0;
 }
@@ -469,7 +473,7 @@ static int cmd_reload(const struct args *a)
     int rc = call(a, 0, &req, &reply);
     if (rc)
         return rc;
-    printf("reloaded: %s\n", *reply->mgmt_reply->message ? reply->mgmt_reply->message : "ok");
+    printf("reloaded: %s\n", said(reply, "ok"));
     cr_frame_free(reply);
     return 0;
 }
