@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include "common/net.h"
 #include "common/frame.h"
 #include "common/util.h"
+#include "relay/uring_compat.h"
 
 #define RING_ENTRIES 4096
 /* A batch worth waking up for: a wait ends after this many completions or batch_wait_us,
@@ -84,6 +86,38 @@ static struct io_uring_sqe *get_sqe(struct rly_worker *w)
     return sqe; /* cannot be NULL right after a submit of a full queue */
 }
 
+/* Puts c's socket into the ring's registered files at the slot of c's own index: operations
+ * then name the slot (IOSQE_FIXED_FILE), which spares the kernel a descriptor-table look-up
+ * and a reference count per operation. Without a slot (the table is smaller than the
+ * connection pool, or registration failed) c works through its descriptor. Worker thread
+ * only: a SINGLE_ISSUER ring takes registrations from its own thread. */
+static void conn_register(struct rly_worker *w, struct rly_conn *c)
+{
+    int32_t idx = rly__idx(w, c);
+    if (c->fd < 0 || (uint32_t)idx >= w->n_fixed)
+        return;
+    c->fixed = io_uring_register_files_update(&w->ring, (unsigned)idx, &c->fd, 1) == 1;
+}
+
+/* Takes c's socket out of the registered files. No SQE naming the slot can still be queued:
+ * a connection is freed only once its operations have completed. */
+static void conn_unregister(struct rly_worker *w, struct rly_conn *c)
+{
+    int none = -1;
+    if (c->fixed)
+        io_uring_register_files_update(&w->ring, (unsigned)rly__idx(w, c), &none, 1);
+    c->fixed = 0;
+}
+
+/* The file an SQE names for c, and the flag that says which kind it is. */
+static void sqe_file(struct rly_worker *w, struct io_uring_sqe *sqe, struct rly_conn *c)
+{
+    if (c->fixed) {
+        sqe->fd = rly__idx(w, c);
+        sqe->flags |= IOSQE_FIXED_FILE;
+    }
+}
+
 int32_t rly__conn_alloc(struct rly_worker *w, int kind, int fd)
 {
     int32_t idx = w->free_head;
@@ -100,6 +134,8 @@ int32_t rly__conn_alloc(struct rly_worker *w, int kind, int fd)
     c->peer = -1;
     c->camera = -1;
     c->next_pending = -1;
+    if (w->ring_ready)
+        conn_register(w, c);
     return idx;
 }
 
@@ -119,6 +155,7 @@ static void conn_free(struct rly_worker *w, struct rly_conn *c)
         rly__stream_free(w, c);
     buf_release(w, &c->out);
     buf_release(w, &c->frame);
+    conn_unregister(w, c);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -169,6 +206,7 @@ void rly__post_recv(struct rly_worker *w, struct rly_conn *c)
     /* A recorder's read becomes one TLS record towards the agent: at most 16 KiB. */
     io_uring_prep_recv(sqe, c->fd, NULL,
                        c->kind == RLY_CONN_RECORDER ? RLY_PLAIN_CAP : RLY_BUF_SIZE, 0);
+    sqe_file(w, sqe, c);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RLY_RING_BGID;
     io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_RECV, (uint32_t)rly__idx(w, c), c->gen));
@@ -181,6 +219,7 @@ void rly__post_recv_into(struct rly_worker *w, struct rly_conn *c, uint8_t *mem,
         return;
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_recv(sqe, c->fd, mem, len, 0);
+    sqe_file(w, sqe, c);
     io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_RECV, (uint32_t)rly__idx(w, c), c->gen));
     c->recv_busy = 1;
 }
@@ -191,6 +230,7 @@ void rly__post_sendmsg(struct rly_worker *w, struct rly_conn *c, struct msghdr *
         return;
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_sendmsg(sqe, c->fd, msg, MSG_NOSIGNAL);
+    sqe_file(w, sqe, c);
     io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_SEND, (uint32_t)rly__idx(w, c), c->gen));
     c->send_busy = 1;
     c->send_iov = 1;
@@ -203,6 +243,7 @@ void rly__post_poll(struct rly_worker *w, struct rly_conn *c, int out)
         return;
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_poll_add(sqe, c->fd, out ? POLLOUT : POLLIN);
+    sqe_file(w, sqe, c);
     io_uring_sqe_set_data64(sqe, rly__ud(out ? RLY_OP_POLL_OUT : RLY_OP_POLL_IN,
                                          (uint32_t)rly__idx(w, c), c->gen));
     *armed = 1;
@@ -214,6 +255,7 @@ void rly__post_send(struct rly_worker *w, struct rly_conn *c)
         return;
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_send(sqe, c->fd, c->out.mem + c->out.off, c->out.len, MSG_NOSIGNAL);
+    sqe_file(w, sqe, c);
     io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_SEND, (uint32_t)rly__idx(w, c), c->gen));
     c->send_busy = 1;
 }
@@ -222,6 +264,7 @@ static void arm_accept(struct rly_worker *w, struct rly_conn *c)
 {
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_multishot_accept(sqe, c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sqe_file(w, sqe, c);
     io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_ACCEPT, (uint32_t)rly__idx(w, c), c->gen));
     c->accept_armed = 1;
 }
@@ -289,7 +332,7 @@ static void on_accept(struct rly_worker *w, struct rly_conn *l, struct io_uring_
     }
     if (cqe->res < 0) {
         if (cqe->res != -ECANCELED)
-            cr_warn("accept on port %u failed: %s", cr_sock_port(l->fd), strerror(-cqe->res));
+            cr_warn("accept on %s failed: %s", l->addr, strerror(-cqe->res));
         return;
     }
     int fd = cqe->res;
@@ -455,6 +498,10 @@ static void camera_listen(struct rly_worker *w, struct rly_camera *cam, int32_t 
         l->camera = cam_idx;
         l->service = (uint8_t)i;
         snprintf(l->addr, sizeof(l->addr), "endpoint %s/%s", cam->serial, ep->service);
+        if (l->fixed) { /* the registered file keeps the socket: free the descriptor */
+            close(l->fd);
+            l->fd = -1;
+        }
         arm_accept(w, l);
     }
 }
@@ -684,6 +731,27 @@ static int setup_buf_ring(struct rly_worker *w)
     return 0;
 }
 
+/* A sparse registered-file table with a slot per connection, as far as RLIMIT_NOFILE allows
+ * (the kernel's bound on a table). Without one every connection uses its descriptor. */
+static void register_files(struct rly_worker *w)
+{
+    struct rlimit rl;
+    uint32_t n = w->n_conns;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < n)
+        n = (uint32_t)rl.rlim_cur;
+    int rc = io_uring_register_files_sparse(&w->ring, n);
+    if (rc < 0) {
+        cr_warn("worker %u: no registered files (%s): connections use descriptors", w->id,
+                strerror(-rc));
+        n = 0;
+    }
+    w->n_fixed = n;
+    w->ring_ready = 1;
+    for (uint32_t i = 0; i < w->n_conns; i++) /* the external listener, made before the ring */
+        if (w->conns[i].kind != RLY_CONN_FREE)
+            conn_register(w, &w->conns[i]);
+}
+
 static void *worker_main(void *arg)
 {
     struct rly_worker *w = arg;
@@ -708,27 +776,39 @@ static void *worker_main(void *arg)
         io_uring_queue_exit(&w->ring);
         return NULL;
     }
+    register_files(w);
     arm_event(w);
     arm_tick(w);
     arm_accept(w, &w->conns[w->external_listener]);
 
     uint32_t wait_us = w->relay->cfg.batch_wait_us > 100000 ? 100000 : w->relay->cfg.batch_wait_us;
     struct __kernel_timespec batch_wait = {.tv_sec = 0, .tv_nsec = (long long)wait_us * 1000};
+    struct __kernel_timespec quiet_wait = {.tv_sec = 1, .tv_nsec = 0}; /* the tick ends it first */
+    int min_wait = (p.features & IORING_FEAT_MIN_TIMEOUT) != 0;
     while (!w->stopping) {
         struct io_uring_cqe *cqe;
-        /* Sleep until there is work. Then, when completions come fast (w->batching, judged
-         * every tick), gather more for up to batch_wait_us so one wake-up handles a batch
-         * (measured: a third less CPU per relayed GB at 2,500 streams). An idle worker is
-         * never woken by the batch timer, and at low rates every completion is handled at
-         * once: there a batch would only add latency and a second system call. */
-        rc = io_uring_submit_and_wait(&w->ring, 1);
-        if (rc >= 0 && batch_wait.tv_nsec && w->batching &&
-            io_uring_cq_ready(&w->ring) < RLY_BATCH_CQES) {
-            struct io_uring_cqe *first;
-            rc = io_uring_submit_and_wait_timeout(&w->ring, &first, RLY_BATCH_CQES, &batch_wait,
-                                                  NULL);
+        /* Sleep until there is work. When completions come fast (w->batching, judged every
+         * tick), gather a batch so one wake-up handles several: each sleep and wake-up costs
+         * the worker a context switch, the largest single cost in profiles of paced streams.
+         * With the kernel's min-wait (6.12) that is one sleep per batch: woken after
+         * RLY_BATCH_CQES completions, or after batch_wait_us with at least one, or -- nothing
+         * came by then -- by the next one. Older kernels sleep twice: until the first
+         * completion, then up to batch_wait_us for the rest. At low rates every completion is
+         * handled at once: there a batch would only add latency. */
+        if (batch_wait.tv_nsec && w->batching && min_wait) {
+            rc = rly__uring_submit_and_wait_min(&w->ring, RLY_BATCH_CQES, wait_us, &quiet_wait);
             if (rc == -ETIME)
                 rc = 0;
+        } else {
+            rc = io_uring_submit_and_wait(&w->ring, 1);
+            if (rc >= 0 && batch_wait.tv_nsec && w->batching &&
+                io_uring_cq_ready(&w->ring) < RLY_BATCH_CQES) {
+                struct io_uring_cqe *first;
+                rc = io_uring_submit_and_wait_timeout(&w->ring, &first, RLY_BATCH_CQES,
+                                                      &batch_wait, NULL);
+                if (rc == -ETIME)
+                    rc = 0;
+            }
         }
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
             cr_err("io_uring wait failed: %s", strerror(-rc));

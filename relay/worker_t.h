@@ -120,6 +120,7 @@ struct rly_conn {
     uint8_t sniffed;     /* agents: the first byte told TLS from plaintext */
     uint8_t poll_in, poll_out; /* splice: a POLLIN / POLLOUT poll is armed on fd */
     uint8_t send_iov;    /* the send in flight is the stream's sendmsg, not `out` */
+    uint8_t fixed;       /* the socket is in the ring's registered files, at this slot's index */
     uint32_t gen;
     int fd;
     int32_t peer;        /* paired connection index, -1 = none */
@@ -210,6 +211,8 @@ struct rly_worker {
     uint32_t n_conns;
     int32_t free_head;     /* free slots chained through conn->peer */
     uint32_t n_used;
+    uint32_t n_fixed;      /* registered-file slots: connection i uses slot i when i < n_fixed */
+    int ring_ready;        /* the ring and its file table exist: connections register at alloc */
     /* Written by this worker only, read by the control plane for metrics. */
     _Atomic uint32_t stat_conns, stat_cameras, stat_tunnels, stat_streams;
     _Atomic uint64_t stat_completions, stat_busy_ns;
