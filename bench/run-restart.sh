@@ -5,7 +5,7 @@
 # shows the reconnect rate over time (backoff with jitter spreads the storm).
 #
 #   bench/run-restart.sh              N=10000 by default (fewer if the open-file limit, which
-#                                     must be 2N+1000, is lower); build/bench/restart.json
+#                                     must be N+1000, is lower); build/bench/restart.json
 #   N=2000 bench/run-restart.sh
 #
 # Everything runs on 127.0.0.1 with ports of its own, below the ephemeral range; every process is stopped by pid and the
@@ -31,13 +31,15 @@ trap cleanup EXIT INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fds=$(ulimit -n)
 if [ -z "${N:-}" ]; then # 10,000 cameras, or as many as the open-file limit allows
-    N=$(((fds - 1000) / 2))
+    N=$((fds - 1000))
     [ "$N" -le 10000 ] || N=10000
 fi
-# The relay holds two descriptors per camera: its endpoint listener and its tunnel.
-if [ "$fds" -lt $((2 * N + 1000)) ]; then
+# The relay holds one descriptor per online camera, its tunnel: its two endpoint listeners
+# (rtsp, http) are registered files of its io_uring, not descriptors. The agent holds one per
+# simulated camera too.
+if [ "$fds" -lt $((N + 1000)) ]; then
     echo "run-restart: open-file limit $fds is too small for $N cameras (the relay needs" \
-        "$((2 * N + 1000))); try N=$(((fds - 1000) / 2))" >&2
+        "$((N + 1000))); try N=$((fds - 1000))" >&2
     exit 2
 fi
 mkdir -p "$OUT"
@@ -56,7 +58,7 @@ wait_online() { # COUNT TIMEOUT -> prints seconds, or fails
 }
 start_relay() {
     "$BIN/camrelayd" --name relay1 --listen-external "$EXTERNAL" --public-addr "$EXTERNAL" \
-        --internal-host 127.0.0.1 --port-range 11000-31999 --services rtsp --db relay.db \
+        --internal-host 127.0.0.1 --port-range 11000-31999 --services rtsp,http --db relay.db \
         --cert pki/relay.pem --key pki/relay.key --ca pki/ca.pem --dispatcher "$DISPATCH" \
         --account-password-file relay1.password --mgmt-socket relay.sock --http-listen "$METRICS" \
         --metrics-per-camera=false --log-level warn >>"relay.log" 2>&1 &

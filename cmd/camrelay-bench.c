@@ -540,10 +540,12 @@ int main(int argc, char **argv)
     r->workers = o.workers ? o.workers : (unsigned)cores;
     r->command = command;
     raise_nofile(r, o.mode == CAP_IDLE ? (uint64_t)o.ramp_max + 1024
-                                       : 4 * (uint64_t)o.ramp_max + 1024);
-    /* The relay holds 4 descriptors per stream (endpoint listener, tunnel, data, recorder). */
-    if (o.mode == CAP_PACED && 4 * (uint64_t)o.ramp_max + 512 > (uint64_t)r->nofile_soft) {
-        uint32_t fit = r->nofile_soft > 1024 ? (uint32_t)((r->nofile_soft - 512) / 4) : 64;
+                                       : 3 * (uint64_t)o.ramp_max + 1024);
+    /* Per stream the relay holds 3 descriptors (tunnel, data connection, recorder; its
+     * endpoint listener is a registered file, not a descriptor) and this generator 3 (camera
+     * tunnel and data connection, recorder). */
+    if (o.mode == CAP_PACED && 3 * (uint64_t)o.ramp_max + 512 > (uint64_t)r->nofile_soft) {
+        uint32_t fit = r->nofile_soft > 1024 ? (uint32_t)((r->nofile_soft - 512) / 3) : 64;
         fprintf(stderr, "camrelay-bench: RLIMIT_NOFILE %ld (hard %ld) allows %u streams, not %u: "
                 "ramp capped\n", r->nofile_soft, r->nofile_hard, fit, o.ramp_max);
         o.ramp_max = fit;

@@ -24,6 +24,8 @@
  * to it yet. Both are retried this many times, this far apart. */
 #define DATA_PATH_RETRIES 10
 #define DATA_PATH_RETRY_US 20000
+#define FD_WAIT_RETRIES 2000 /* 2 s in all */
+#define FD_WAIT_US 1000
 
 /* ---- small helpers ---- */
 
@@ -135,6 +137,13 @@ static int bind_endpoints(struct ctl_relayd *d, const struct ctl_camera *cam,
         int fd = cr_tcp_listen(addr, 0, 128);
         for (int t = 0; fd == -EADDRINUSE && all_or_none && t < DATA_PATH_RETRIES; t++) {
             usleep(DATA_PATH_RETRY_US); /* a removed camera's listener still closing */
+            fd = cr_tcp_listen(addr, 0, 128);
+        }
+        /* The data path keeps a listener as a registered file and closes its descriptor when
+         * it applies the put, so at start-up the loader may run ahead of it by thousands of
+         * descriptors: out of them, give the workers time to catch up. */
+        for (int t = 0; fd == -EMFILE && t < FD_WAIT_RETRIES; t++) {
+            usleep(FD_WAIT_US);
             fd = cr_tcp_listen(addr, 0, 128);
         }
         if (fd < 0) {
