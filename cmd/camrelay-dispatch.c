@@ -47,17 +47,6 @@ static const struct cr_opt opts[] = {
 };
 #undef F
 
-/* Thread-per-connection with up to 4096 connections needs more descriptors than the usual
- * soft limit of 1024 (two per connection). */
-static void raise_fd_limit(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
 int main(int argc, char **argv)
 {
     struct dispatch_flags fl = {0};
@@ -90,7 +79,7 @@ int main(int argc, char **argv)
             goto out_free_flags;
         }
     }
-    raise_fd_limit();
+    cr_raise_fd_limit(); /* thread per connection, up to 4096: two descriptors each */
 
     /* Block the stop signals before any thread starts, so every thread inherits the mask and
      * only sigwait below receives them. */

@@ -676,6 +676,8 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
 
+    cr_raise_fd_limit(); /* a descriptor per online camera and two per stream */
+
     /* Signals: the main thread takes them through a signalfd; every thread started below
      * inherits the blocked mask, so none is interrupted. */
     signal(SIGPIPE, SIG_IGN);

@@ -33,6 +33,9 @@ int cr_unix_listen(const char *path, unsigned mode);
 int cr_unix_connect(const char *path);
 
 int cr_set_nonblock(int fd, int on);
+/* Raises the soft RLIMIT_NOFILE to the hard limit: servers that hold a descriptor per
+ * connection need more than the usual 1024. Best effort; call at start, from main. */
+void cr_raise_fd_limit(void);
 void cr_tcp_tune(int fd); /* TCP_NODELAY + keepalive: control links are small and latency-bound */
 
 #endif

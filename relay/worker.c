@@ -731,15 +731,41 @@ static int setup_buf_ring(struct rly_worker *w)
     return 0;
 }
 
-/* A sparse registered-file table with a slot per connection, as far as RLIMIT_NOFILE allows
- * (the kernel's bound on a table). Without one every connection uses its descriptor. */
+/* The kernel bounds a registered-file table by the soft RLIMIT_NOFILE at the moment it is
+ * registered, but the table's slots are not descriptors: the soft limit is lifted towards the
+ * hard one for that one call. The limit is the process's, shared by every relay and thread in
+ * it, hence one lock for the whole process. */
+static pthread_mutex_t rlimit_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int register_sparse_table(struct rly_worker *w, uint32_t *n)
+{
+    struct rlimit rl, lifted;
+    pthread_mutex_lock(&rlimit_lock);
+    int have = getrlimit(RLIMIT_NOFILE, &rl) == 0;
+    if (have && rl.rlim_max != RLIM_INFINITY && rl.rlim_max < *n)
+        *n = (uint32_t)rl.rlim_max;
+    lifted = rl;
+    int lift = have && rl.rlim_cur < *n;
+    if (lift) {
+        lifted.rlim_cur = *n;
+        if (setrlimit(RLIMIT_NOFILE, &lifted) < 0)
+            lift = 0;
+    }
+    if (!lift && have && rl.rlim_cur < *n)
+        *n = (uint32_t)rl.rlim_cur;
+    int rc = io_uring_register_files_sparse(&w->ring, *n);
+    if (lift)
+        setrlimit(RLIMIT_NOFILE, &rl);
+    pthread_mutex_unlock(&rlimit_lock);
+    return rc;
+}
+
+/* A sparse registered-file table with a slot per connection, as far as RLIMIT_NOFILE allows.
+ * Without one every connection uses its descriptor. */
 static void register_files(struct rly_worker *w)
 {
-    struct rlimit rl;
     uint32_t n = w->n_conns;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < n)
-        n = (uint32_t)rl.rlim_cur;
-    int rc = io_uring_register_files_sparse(&w->ring, n);
+    int rc = register_sparse_table(w, &n);
     if (rc < 0) {
         cr_warn("worker %u: no registered files (%s): connections use descriptors", w->id,
                 strerror(-rc));

@@ -5,11 +5,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -31,7 +33,8 @@ struct fixture {
     SSL_CTX *server, *client;
     struct rly_relay *relay;
     char ext[64];     /* "127.0.0.1:port" of the external listener */
-    uint16_t rtsp_port;
+    const char *serial; /* the camera the helpers log in as and stream from */
+    uint16_t rtsp_port; /* its endpoint the helpers' recorders connect to */
     struct cr_auth_secret secret;
 };
 
@@ -66,6 +69,7 @@ static int setup(void **state)
     snprintf(fx.ext, sizeof(fx.ext), "127.0.0.1:%u", rly_relay_external_port(fx.relay));
 
     fx.secret = (struct cr_auth_secret){.oak = OAK, .user = "root", .password = "pass1234"};
+    fx.serial = SERIAL;
     struct rly_camera_spec spec = {.n_endpoints = 1};
     cr_strlcpy(spec.serial, SERIAL, sizeof(spec.serial));
     spec.iterations = CR_AUTH_ITERATIONS_MIN;
@@ -128,7 +132,7 @@ static int wait_online(int want, int timeout_ms)
     struct rly_camera_status st;
     uint64_t deadline = cr_now_ms() + (uint64_t)timeout_ms;
     while (cr_now_ms() < deadline) {
-        if (rly_relay_camera_status(fx.relay, SERIAL, &st) == 0 && st.online == want)
+        if (rly_relay_camera_status(fx.relay, fx.serial, &st) == 0 && st.online == want)
             return 1;
         usleep(20000);
     }
@@ -449,7 +453,7 @@ static void test_relay_dead_tunnel_noticed_and_replacement(void **state)
 static const char *camera_path(void)
 {
     static struct rly_camera_status st;
-    assert_int_equal(rly_relay_camera_status(fx.relay, SERIAL, &st), 0);
+    assert_int_equal(rly_relay_camera_status(fx.relay, fx.serial, &st), 0);
     return st.data_path;
 }
 
@@ -466,7 +470,7 @@ static void end_stream(struct cr_link *tunnel, struct cr_link *data, int rec)
 static Camrelay__Frame *ask_for_stream(struct cr_link *tunnel, int *rec)
 {
     char port[32];
-    Camrelay__Frame *f = login(tunnel, &fx.secret, SERIAL);
+    Camrelay__Frame *f = login(tunnel, &fx.secret, fx.serial);
     assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_TUNNEL_WELCOME);
     cr_frame_free(f);
     snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
@@ -484,10 +488,10 @@ static void open_stream(struct cr_link *tunnel, struct cr_link *data, int *rec, 
         int fd = cr_tcp_connect(fx.ext, 2000);
         assert_true(fd >= 0);
         cr_link_init_plain(data, fd);
-        f = send_data_hello(data, SERIAL, os->open_stream->stream_id,
+        f = send_data_hello(data, fx.serial, os->open_stream->stream_id,
                             os->open_stream->token.data, os->open_stream->token.len);
     } else {
-        f = data_hello(data, SERIAL, os->open_stream->stream_id, os->open_stream->token.data,
+        f = data_hello(data, fx.serial, os->open_stream->stream_id, os->open_stream->token.data,
                        os->open_stream->token.len);
     }
     assert_int_equal(f->body_case, CAMRELAY__FRAME__BODY_DATA_ACCEPTED);
@@ -774,6 +778,159 @@ static void test_relay_plain_data_refused_unless_allowed(void **state)
     rly_relay_stop(strict);
 }
 
+/* Open descriptors of this process (entries of /proc/self/fd), or -1 when the directory
+ * cannot be opened (no descriptor left for it). */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d))
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Waits until at most want descriptors are open; returns how many are. */
+static int wait_fds_at_most(int want, int timeout_ms)
+{
+    uint64_t deadline = cr_now_ms() + (uint64_t)timeout_ms;
+    int n;
+    while ((n = count_fds()) > want && cr_now_ms() < deadline)
+        usleep(1000);
+    return n;
+}
+
+/* What test_relay_endpoints_hold_no_descriptor changes, restored by its teardown on every
+ * path (a failed assertion included): the descriptor limit and the fixture it points
+ * elsewhere. */
+struct low_limit {
+    struct rlimit saved_limit;
+    struct fixture saved_fx;
+    rlim_t limit;      /* the lowered soft limit */
+    int fds_started;   /* descriptors open once the low-limit relay runs, before any camera */
+    char serial[RLY_NAME_MAX];
+};
+
+/* Lowers the soft RLIMIT_NOFILE to 64 above the descriptors open, then starts a relay of its
+ * own under it: a worker sizes its registered-file table when it starts (relay/worker.c:
+ * register_files, which must look past the soft limit), so the fixture's relay, started under
+ * the usual limit, would not show what a relay started under a low one does. The helpers use
+ * this relay while the test runs. */
+static int setup_low_limit(void **state)
+{
+    static struct low_limit ll;
+    memset(&ll, 0, sizeof(ll));
+    int open = count_fds();
+    if (open < 0 || getrlimit(RLIMIT_NOFILE, &ll.saved_limit) < 0)
+        return -1;
+    ll.limit = (rlim_t)open + 64;
+    if (ll.saved_limit.rlim_cur < ll.limit) /* already lower: keep it */
+        ll.limit = ll.saved_limit.rlim_cur;
+    ll.saved_fx = fx;
+    struct rlimit low = {.rlim_cur = ll.limit, .rlim_max = ll.saved_limit.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &low) < 0)
+        return -1;
+    struct rly_config cfg = {
+        .relay_name = "relay-low-limit",
+        .listen_external = "127.0.0.1:0",
+        .tls = fx.server,
+        .keepalive_ms = 300,
+        .max_conns = (uint32_t)ll.limit * 4, /* room for every endpoint on either worker: the
+                                                slots are not what bounds the table */
+        .workers = 2,
+    };
+    if (rly_relay_start(&cfg, &fx.relay) < 0) {
+        fx = ll.saved_fx;
+        setrlimit(RLIMIT_NOFILE, &ll.saved_limit);
+        return -1;
+    }
+    rly_relay_set_ready(fx.relay);
+    snprintf(fx.ext, sizeof(fx.ext), "127.0.0.1:%u", rly_relay_external_port(fx.relay));
+    fx.serial = NULL;
+    fx.rtsp_port = 0;
+    /* A worker makes its ring in its own thread: its first completions (at the latest its
+     * first tick) say the ring and its file table exist, and with them all its descriptors. */
+    uint64_t deadline = cr_now_ms() + 2000;
+    for (unsigned i = 0; i < rly_relay_worker_count(fx.relay); i++) {
+        struct rly_worker_stats ws;
+        rly_relay_worker_stats(fx.relay, i, &ws);
+        while (ws.completions == 0 && cr_now_ms() < deadline) {
+            usleep(1000);
+            rly_relay_worker_stats(fx.relay, i, &ws);
+        }
+    }
+    ll.fds_started = count_fds();
+    *state = &ll;
+    return 0;
+}
+
+static int teardown_low_limit(void **state)
+{
+    struct low_limit *ll = *state;
+    rly_relay_stop(fx.relay);
+    fx = ll->saved_fx;
+    return setrlimit(RLIMIT_NOFILE, &ll->saved_limit) < 0 ? -1 : 0;
+}
+
+/* A relay whose descriptor limit is smaller than its cameras' endpoints serves every camera:
+ * an endpoint listener keeps only its registered file, so registering cameras costs no
+ * descriptor. Three times the limit in endpoints are registered one camera at a time; then
+ * one of the last cameras streams through its second endpoint. */
+static void test_relay_endpoints_hold_no_descriptor(void **state)
+{
+    struct low_limit *ll = *state;
+    static const char *const services[2] = {"rtsp", "http"};
+    unsigned n_cameras = (unsigned)ll->limit * 3 / 2;
+    struct rly_camera_spec spec = {.n_endpoints = 2, .iterations = CR_AUTH_ITERATIONS_MIN};
+    cr_auth_make_verifier(&fx.secret, spec.iterations, spec.salt, spec.stored_key);
+    for (unsigned i = 0; i < n_cameras; i++) {
+        char serial[RLY_NAME_MAX];
+        snprintf(serial, sizeof(serial), "ACCC8E1%05u", i);
+        cr_strlcpy(spec.serial, serial, sizeof(spec.serial));
+        for (unsigned k = 0; k < 2; k++) {
+            cr_strlcpy(spec.endpoints[k].service, services[k], sizeof(spec.endpoints[k].service));
+            int fd = cr_tcp_listen("127.0.0.1:0", 0, 16);
+            if (fd < 0)
+                fail_msg("camera %u of %u: no socket for its %s endpoint (%s) under a limit of "
+                         "%lu descriptors", i, n_cameras, services[k], strerror(-fd),
+                         (unsigned long)ll->limit);
+            spec.endpoints[k].listen_fd = fd;
+            spec.endpoints[k].port = cr_sock_port(fd);
+        }
+        if (i == n_cameras - 1) { /* the helpers stream from the last camera's second endpoint */
+            cr_strlcpy(ll->serial, serial, sizeof(ll->serial));
+            fx.serial = ll->serial;
+            fx.rtsp_port = spec.endpoints[1].port;
+        }
+        assert_int_equal(rly_relay_camera_put(fx.relay, &spec), 0);
+        struct rly_camera_status st;
+        uint64_t deadline = cr_now_ms() + 2000;
+        while (rly_relay_camera_status(fx.relay, serial, &st) != 0) {
+            assert_true(cr_now_ms() < deadline);
+            usleep(200);
+        }
+        /* The worker closes the listeners' descriptors right after adding the camera (the
+         * status shows it a moment before): the count comes back to where it was before the
+         * first camera. */
+        int open = wait_fds_at_most(ll->fds_started, 2000);
+        if (open != ll->fds_started)
+            fail_msg("after camera %u of %u (%u endpoints, limit %lu): %d descriptors open, %d "
+                     "before the first camera", i + 1, n_cameras, 2 * (i + 1),
+                     (unsigned long)ll->limit, open, ll->fds_started);
+    }
+
+    struct cr_link tunnel, data;
+    int rec;
+    open_stream(&tunnel, &data, &rec, 0);
+    assert_true(wait_online(1, 2000));
+    relay_both_ways(&data, rec, 1 << 20);
+    end_stream(&tunnel, &data, rec);
+}
+
 static void test_relay_recorder_for_offline_camera_closed(void **state)
 {
     char port[32];
@@ -809,6 +966,8 @@ int main(void)
         cmocka_unit_test(test_relay_plain_data_connection_is_spliced),
         cmocka_unit_test(test_relay_plain_tunnel_refused),
         cmocka_unit_test(test_relay_plain_data_refused_unless_allowed),
+        cmocka_unit_test_setup_teardown(test_relay_endpoints_hold_no_descriptor, setup_low_limit,
+                                        teardown_low_limit),
         cmocka_unit_test(test_relay_recorder_for_offline_camera_closed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
