@@ -209,6 +209,10 @@ void rly__post_recv(struct rly_worker *w, struct rly_conn *c)
     sqe_file(w, sqe, c);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RLY_RING_BGID;
+    /* A ring-buffer read is for a connection that has just been drained and waits for its
+     * next frame: arm the poll at once instead of trying a read that finds nothing first
+     * (a poll that finds bytes already there issues the read straight away). */
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_RECV, (uint32_t)rly__idx(w, c), c->gen));
     c->recv_busy = 1;
 }
