@@ -47,7 +47,7 @@ int cap_peer_add_cameras(struct cap_peer *p, uint32_t count, int endpoints);
 /* Relay: the buffers_exhausted counter (0 for other peers or when the relay is gone). */
 uint64_t cap_peer_buffers_exhausted(struct cap_peer *p);
 
-/* Relay: the stream path (relay/relay.h rly_path_name: "tls-inplace", "plain-splice", ...) most
+/* Relay: the stream path (relay/relay.h rly_path_name: "tls-inplace", "plain", ...) most
  * of its streams took so far; "" for other peers, before any stream or when the relay is gone.
  * A static string. */
 const char *cap_peer_stream_path(struct cap_peer *p);

@@ -27,7 +27,7 @@ struct cap_step {
 struct cap_paced {
     int ran;
     char error[160];
-    char path[24];          /* relay peers: the stream path its streams took (plain-splice...) */
+    char path[24];          /* relay peers: the stream path its streams took (plain...) */
     uint32_t n_steps, max_streams; /* largest passing step; 0 = none */
     struct cap_step steps[CAP_MAX_STEPS];
 };

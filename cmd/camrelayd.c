@@ -106,7 +106,7 @@ static const struct cr_opt opts_table[] = {
     {"workers", CR_OPT_INT, offsetof(struct relayd_opts, workers), "0", 0, 256, 0, 0,
      "data path worker threads, one io_uring each (0 = one per core)"},
     OPT("allow-plain-data", CR_OPT_BOOL, allow_plain_data, "false", 0,
-        "accept plaintext data connections from agents (data_plain) and splice them: only "
+        "accept plaintext data connections from agents (data_plain), relayed without TLS: only "
         "for sites whose link is already private (VPN, private APN); tunnels stay TLS"),
     OPT("http-listen", CR_OPT_STR, http_listen, "127.0.0.1:9090", 0,
         "internal plain-HTTP port: status page /, /metrics, /api/cameras (\"\" = off; keep it "

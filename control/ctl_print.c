@@ -100,7 +100,7 @@ void ctl_print_cameras_table(FILE *out, const Camrelay__MgmtReply *r, int with_r
         fmt_endpoints(ci, eps, sizeof(eps));
         fmt_time((long long)ci->last_seen_unix, seen, sizeof(seen));
         ctl_human_bytes((unsigned long long)ci->bytes_relayed, bytes, sizeof(bytes));
-        /* PATH: how the camera's latest stream moved (tls-inplace, plain-splice, ...). */
+        /* PATH: how the camera's latest stream moved (tls-inplace, plain, ...). */
         fprintf(out, "%-*s  %-6s  %-6s  %-20s  %-*s  %-*s  %-*s  %10s  %-*s", w_serial,
                 str(ci->serial), str(ci->state), ci->online ? "yes" : "no", seen, w_site,
                 str(ci->site_addr), w_eps, eps, w_rec, str(ci->recorder), bytes,

@@ -226,10 +226,18 @@ static void render_metrics(struct ctl_relayd *d, struct ctl_text *t)
                     s.sum.data_path ? s.sum.data_path : "none", 1);
     ctl_metrics_family(t, "camrelay_streams_by_path_total", CTL_METRIC_COUNTER,
                        "Streams opened, by how their bytes moved: tls-inplace (our record "
-                       "layer), ktls-splice, plain-splice, tls-bio (BoringSSL, the fallback).");
+                       "layer), ktls-splice, plain, tls-bio (BoringSSL, the fallback).");
     for (unsigned i = 0; i < RLY_PATHS; i++)
         ctl_metrics_u64(t, "camrelay_streams_by_path_total", "path", rly_path_name(i),
                         s.counters.streams_by_path[i]);
+    ctl_metrics_family(t, "camrelay_plain_reads_total", CTL_METRIC_COUNTER,
+                       "Reads of plaintext streams' camera bytes, by how they moved on: "
+                       "copied (through the receive ring, one send: bursts that fit a ring "
+                       "buffer) or spliced (bigger bursts).");
+    ctl_metrics_u64(t, "camrelay_plain_reads_total", "how", "copied",
+                    s.counters.plain_reads_copied);
+    ctl_metrics_u64(t, "camrelay_plain_reads_total", "how", "spliced",
+                    s.counters.plain_reads_spliced);
     gauge(t, "camrelay_ktls_available", "1 when the kernel offers TLS offload (the TLS ULP).",
           (uint64_t)s.sum.ktls_available);
     if (d->relay)

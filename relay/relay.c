@@ -304,6 +304,8 @@ void rly_relay_counters(struct rly_relay *r, struct rly_counters *out)
     out->frames_rejected = atomic_load(&r->counters.frames_rejected);
     out->handovers = atomic_load(&r->counters.handovers);
     out->buffers_exhausted = atomic_load(&r->counters.buffers_exhausted);
+    out->plain_reads_copied = atomic_load(&r->counters.plain_reads_copied);
+    out->plain_reads_spliced = atomic_load(&r->counters.plain_reads_spliced);
     for (unsigned i = 0; i < RLY_PATHS; i++)
         out->streams_by_path[i] = atomic_load(&r->counters.streams_by_path[i]);
 }
@@ -327,7 +329,7 @@ void rly_relay_worker_stats(struct rly_relay *r, unsigned i, struct rly_worker_s
 const char *rly_path_name(unsigned path)
 {
     static const char *const names[RLY_PATHS] = {"tls-bio", "tls-inplace", "ktls-splice",
-                                                 "plain-splice"};
+                                                 "plain"};
     return path < RLY_PATHS ? names[path] : "none";
 }
 

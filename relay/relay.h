@@ -120,11 +120,15 @@ struct rly_counters {
     uint64_t handovers; /* connections moved to their camera's worker after the hello */
     uint64_t buffers_exhausted; /* times a connection waited for a buffer (backpressure) */
     uint64_t streams_by_path[4]; /* streams opened, by rly_path_name(i) */
+    /* Plaintext streams, camera -> recorder: reads through the receive ring, copied on with
+     * one send (bursts that fit a ring buffer: camera frames), and splice reads (bigger
+     * bursts, up to 64 KiB each). */
+    uint64_t plain_reads_copied, plain_reads_spliced;
 };
 #define RLY_PATHS 4
 
 /* A stream path's name: "tls-bio" (BoringSSL's record layer, the fallback), "tls-inplace"
- * (our record layer, records opened where they were received), "ktls-splice", "plain-splice";
+ * (our record layer, records opened where they were received), "ktls-splice", "plain";
  * "none" for an index out of range. Static strings. */
 const char *rly_path_name(unsigned path);
 void rly_relay_counters(struct rly_relay *relay, struct rly_counters *out);

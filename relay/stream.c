@@ -130,7 +130,7 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
     data->st->pipe_up[0] = data->st->pipe_up[1] = -1;
     data->st->pipe_down[0] = data->st->pipe_down[1] = -1;
     if (data->plain || (w->relay->ktls && rly__ktls_start(w, data) == 0)) {
-        data->st->path = data->plain ? RLY_PATH_PLAIN_SPLICE : RLY_PATH_KTLS_SPLICE;
+        data->st->path = data->plain ? RLY_PATH_PLAIN : RLY_PATH_KTLS_SPLICE;
         count_path(w, cam, data->st->path);
         int rc = rly__splice_start(w, data, rec, data->frame.mem, data->frame.len);
         data->frame.len = 0;
@@ -254,7 +254,7 @@ void rly__stream_agent_drained(struct rly_worker *w, struct rly_conn *data)
     struct rly_conn *rec = rly__conn(w, data->peer);
     if (!rec || rec->closing)
         return;
-    if (path_of(data) == RLY_PATH_PLAIN_SPLICE)
+    if (path_of(data) == RLY_PATH_PLAIN)
         rly__splice_on_poll(w, data, 1, 0); /* DataAccepted has left: splice towards it */
     else if (!rec->read_eof)
         rly__post_recv(w, rec); /* the recorder's last bytes have left: read it again */

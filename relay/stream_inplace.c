@@ -6,7 +6,11 @@
  *
  * A ring buffer stays with its stream until its plaintext has been sent. So that slow
  * recorders cannot take every ring buffer from the control tunnels, a worker lends at most
- * half of its ring this way; beyond that streams receive into pool buffers. */
+ * half of its ring this way; beyond that streams receive into pool buffers.
+ *
+ * Plaintext data connections use the same reads and sends with nothing to open: a burst that
+ * fits a ring buffer (a camera frame) goes on with one send from it; a burst that fills one
+ * is handed to splicing (stream_splice.c), which hands the stream back once it has passed. */
 #include "relay/worker.h"
 
 #include <errno.h>
@@ -68,6 +72,13 @@ int rly__inplace_start(struct rly_worker *w, struct rly_conn *data)
 
 enum in_kind { IN_NONE = 0, IN_RING, IN_POOL, IN_BIG };
 
+/* A plaintext data connection: its bytes are sent on as they are. */
+static int plain(const struct rly_conn *data)
+{
+    return data->st->path == RLY_PATH_PLAIN;
+}
+
+
 /* Gives the buffer the camera's records were in back: to the ring, or to its pool. */
 static void release_in(struct rly_worker *w, struct rly_conn *data)
 {
@@ -127,12 +138,35 @@ static void read_into_own(struct rly_worker *w, struct rly_conn *data)
     rly__post_recv_into(w, data, data->st->in, data->st->in_cap);
 }
 
+/* A plaintext stream's next burst: read from the ring and copied on while bursts fit a ring
+ * buffer; spliced when the last read filled one (more is waiting), or when the worker has
+ * lent out its share of the ring. */
+static void plain_next(struct rly_worker *w, struct rly_conn *data)
+{
+    if (data->st->busy)
+        rly__splice_up(w, data);
+    else if (w->ring_held < RING_LEND_MAX)
+        rly__post_recv(w, data);
+    else
+        rly__post_poll(w, data, 0); /* its completion splices */
+}
+
+void rly__inplace_wait(struct rly_worker *w, struct rly_conn *data)
+{
+    data->st->busy = 0;
+    plain_next(w, data);
+}
+
 /* Waits for the camera's next records. A quiet stream holds no buffer meanwhile (the ring
  * picks one when they come); a busy one, or one on a worker that has lent too many ring
  * buffers already, reads into a buffer of its own. */
 static void read_more(struct rly_worker *w, struct rly_conn *data)
 {
     struct rly_stream *st = data->st;
+    if (plain(data)) {
+        plain_next(w, data);
+        return;
+    }
     if (!st->busy && w->ring_held < RING_LEND_MAX) {
         rly__post_recv(w, data);
         return;
@@ -157,17 +191,28 @@ void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring,
     if (res == -ENOBUFS) { /* the ring ran dry: this stream reads into a buffer of its own */
         atomic_fetch_add_explicit(&w->relay->counters.buffers_exhausted, 1,
                                   memory_order_relaxed);
-        read_into_own(w, data);
+        if (plain(data))
+            rly__splice_up(w, data); /* or is spliced, which needs no buffer */
+        else
+            read_into_own(w, data);
         return;
     }
     if (res <= 0) {
         if (ring)
             rly__ring_recycle(w, bid);
+        if (res == 0 && plain(data)) { /* the camera's half-close: passed on once sent */
+            st->rx_eof = 1;
+            rly__inplace_pump(w, data);
+            return;
+        }
         data->read_eof = 1;
         rly__conn_close(w, data, res == 0 ? "data connection closed without close_notify"
                                           : strerror(-res));
         return;
     }
+    if (plain(data))
+        atomic_fetch_add_explicit(&w->relay->counters.plain_reads_copied, 1,
+                                  memory_order_relaxed);
     if (ring) {
         st->in = rly__ring_buf(w, bid);
         st->in_bid = (uint16_t)bid;
@@ -231,8 +276,15 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
     unsigned n = 0;
     int eof = 0;
     uint8_t *base = st->in + st->in_start;
-    int used = rly_rec_open(&st->tls, base, st->in_end - st->in_start, spans, RLY_STREAM_IOV,
-                            &n, &eof);
+    uint32_t avail = st->in_end - st->in_start;
+    int used;
+    if (plain(data)) { /* nothing to open: the bytes go on as they came */
+        spans[0] = (struct rly_rec_span){.off = 0, .len = avail};
+        n = avail ? 1 : 0;
+        used = (int)avail;
+    } else {
+        used = rly_rec_open(&st->tls, base, avail, spans, RLY_STREAM_IOV, &n, &eof);
+    }
     if (used < 0) {
         cr_warn("agent %s: stream %llu: bad TLS record from the camera (%s): closing",
                 data->addr, (unsigned long long)data->stream_id,

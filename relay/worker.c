@@ -386,8 +386,8 @@ static void on_recv(struct rly_worker *w, struct rly_conn *c, struct io_uring_cq
         maybe_free(w, c);
         return;
     }
-    if (c->st && c->st->path == RLY_PATH_TLS_INPLACE) {
-        /* The in-place path keeps the ring buffer until its plaintext has been sent. */
+    if (c->st && (c->st->path == RLY_PATH_TLS_INPLACE || c->st->path == RLY_PATH_PLAIN)) {
+        /* These paths keep the ring buffer until its bytes have been sent on. */
         rly__inplace_on_recv(w, c, has_buf, bid, res);
         return;
     }

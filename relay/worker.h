@@ -140,6 +140,9 @@ int rly__inplace_seal(struct rly_worker *w, struct rly_conn *data, const uint8_t
 void rly__inplace_release(struct rly_worker *w, struct rly_conn *data);
 /* Queues a close_notify to the agent. 0 or -errno. */
 int rly__inplace_close_notify(struct rly_worker *w, struct rly_conn *data);
+/* Plaintext streams: the camera's next burst is read from the receive ring and copied on
+ * (splicing handed it back: the last burst has passed). */
+void rly__inplace_wait(struct rly_worker *w, struct rly_conn *data);
 
 /* stream_splice.c: plaintext (or kernel-TLS) data connections spliced through pipes */
 /* Sets up the pipes (and kTLS when ktls) and starts both directions. 0 or -errno. */
@@ -147,6 +150,8 @@ int rly__splice_start(struct rly_worker *w, struct rly_conn *data, struct rly_co
                       const uint8_t *leftover, uint32_t leftover_len);
 /* Gives data's pipes back to the worker's pool (or closes those with bytes left in them). */
 void rly__splice_release(struct rly_worker *w, struct rly_conn *data);
+/* Plaintext streams: the camera's burst did not fit a ring buffer: splice the rest. */
+void rly__splice_up(struct rly_worker *w, struct rly_conn *data);
 /* A poll armed by the splice path completed on c. */
 void rly__splice_on_poll(struct rly_worker *w, struct rly_conn *c, int out, int res);
 

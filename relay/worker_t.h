@@ -70,7 +70,8 @@ enum rly_path {
     RLY_PATH_TLS_INPLACE,   /* our record layer: records opened in place in the buffer they
                                were received into, plaintext sent from there */
     RLY_PATH_KTLS_SPLICE,   /* the kernel's TLS (TCP_ULP "tls") and splice through pipes */
-    RLY_PATH_PLAIN_SPLICE,  /* a plaintext data connection, spliced through pipes */
+    RLY_PATH_PLAIN,         /* a plaintext data connection: frames copied through the receive
+                               ring, bigger bursts spliced through pipes */
     RLY_PATH_COUNT
 };
 
@@ -253,7 +254,7 @@ struct rly_relay {
     struct rly_counters_atomic {
         _Atomic uint64_t tunnels_accepted, tunnels_refused, handshake_failures,
             data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected,
-            handovers, buffers_exhausted;
+            handovers, buffers_exhausted, plain_reads_copied, plain_reads_spliced;
         _Atomic uint64_t streams_by_path[RLY_PATH_COUNT];
     } counters;
 };

@@ -700,7 +700,7 @@ static void test_relay_plain_data_connection_is_spliced(void **state)
     (void)state;
     open_stream(&tunnel, &data, &rec, 1);
     relay_both_ways(&data, rec, 3 << 20);
-    assert_string_equal(camera_path(), "plain-splice");
+    assert_string_equal(camera_path(), "plain");
 
     /* Half-close both ways, in turn, with bytes after the first. */
     shutdown(rec, SHUT_WR);
@@ -715,6 +715,55 @@ static void test_relay_plain_data_connection_is_spliced(void **state)
     fd_read_exact(rec, tail_got, sizeof(tail_got));
     assert_memory_equal(tail_got, tail, sizeof(tail_got));
     p.fd = rec;
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    assert_int_equal(read(rec, &b, 1), 0);
+    end_stream(&tunnel, &data, rec);
+}
+
+/* Sends n camera frames of len bytes one at a time, each read whole by the recorder before
+ * the next is written, and checks them byte for byte. */
+static void frames_one_by_one(struct cr_link *data, int rec, unsigned n, size_t len)
+{
+    uint8_t *frame = cr_xmalloc(len), *got = cr_xmalloc(len);
+    for (unsigned i = 0; i < n; i++) {
+        cr_random_bytes(frame, len);
+        assert_int_equal(cr_link_write_all(data, frame, len, 2000), 0);
+        fd_read_exact(rec, got, len);
+        assert_memory_equal(got, frame, len);
+    }
+    free(frame);
+    free(got);
+}
+
+/* A plaintext stream copies camera frames through the receive ring (one read and one send
+ * each), splices bursts bigger than a ring buffer, and goes back to copying after them. */
+static void test_relay_plain_frames_copied_bursts_spliced(void **state)
+{
+    struct cr_link tunnel, data;
+    int rec;
+    struct rly_counters c0, c1, c2, c3;
+    (void)state;
+    open_stream(&tunnel, &data, &rec, 1);
+    rly_relay_counters(fx.relay, &c0);
+
+    frames_one_by_one(&data, rec, 30, 7812); /* 500 kbit/s at 8 fps */
+    rly_relay_counters(fx.relay, &c1);
+    assert_true(c1.plain_reads_copied - c0.plain_reads_copied >= 30);
+    assert_int_equal(c1.plain_reads_spliced, c0.plain_reads_spliced);
+
+    relay_both_ways(&data, rec, 2 << 20); /* 40 KB writes: bursts over a ring buffer */
+    rly_relay_counters(fx.relay, &c2);
+    assert_true(c2.plain_reads_spliced > c1.plain_reads_spliced);
+
+    frames_one_by_one(&data, rec, 10, 7812);
+    rly_relay_counters(fx.relay, &c3);
+    assert_true(c3.plain_reads_copied - c2.plain_reads_copied >= 10);
+    assert_string_equal(camera_path(), "plain");
+
+    /* The camera's half-close reaches the recorder after its last copied frame. */
+    shutdown(data.fd, SHUT_WR);
+    uint8_t b;
+    struct pollfd p = {.fd = rec, .events = POLLIN};
     assert_int_equal(poll(&p, 1, 3000), 1);
     assert_int_equal(read(rec, &b, 1), 0);
     end_stream(&tunnel, &data, rec);
@@ -964,6 +1013,7 @@ int main(void)
         cmocka_unit_test(test_relay_tls_last_bytes_and_close_notify_in_one_read),
         cmocka_unit_test(test_relay_bytes_behind_the_hello_arrive_intact),
         cmocka_unit_test(test_relay_plain_data_connection_is_spliced),
+        cmocka_unit_test(test_relay_plain_frames_copied_bursts_spliced),
         cmocka_unit_test(test_relay_plain_tunnel_refused),
         cmocka_unit_test(test_relay_plain_data_refused_unless_allowed),
         cmocka_unit_test_setup_teardown(test_relay_endpoints_hold_no_descriptor, setup_low_limit,
