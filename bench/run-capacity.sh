@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default capacity run of camrelay-bench (about 12 minutes): a paced ramp for the TLS pair
+# The default capacity run of camrelay-bench (about 8 minutes): a paced ramp for the TLS pair
 # (camrelay, haproxy-tls) and the plaintext pair (camrelay-plain, haproxy), a capacity ramp
 # over TLS to saturation (one relay worker against one haproxy thread), bulk for every peer,
 # 10,000 idle tunnels, 10 s of handshakes. Everything but the capacity ramp goes into one
