@@ -335,7 +335,11 @@ void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c)
     struct rly_conn *data = c->kind == RLY_CONN_RECORDER ? p : c;
     if (data->st && rec->send_busy && rec->send_iov) {
         /* The recorder's sendmsg in flight still reads the stream's msghdr and buffers: they
-         * stay with the recorder until its completion frees it. */
+         * stay with the recorder until its completion frees it. A read in flight on the data
+         * connection may be landing in the stream's next big buffer (read on while sending):
+         * that one stays with the data connection until the read completes. */
+        if (data->recv_busy)
+            rly__inplace_keep_recv_buffer(w, data);
         rec->st = data->st;
         data->st = NULL;
         rec->frame = data->frame; /* a pool buffer the records may be in */

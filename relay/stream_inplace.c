@@ -23,6 +23,26 @@
 
 #define RING_LEND_MAX (RLY_RING_BUFS / 2)
 
+/* May a stream wait for its next bytes in the ring? Reads in flight count as lent already:
+ * each takes a buffer when it completes, so checking only what is held would let many
+ * streams posting at once take the whole ring from the tunnels. */
+static int ring_may_lend(const struct rly_worker *w)
+{
+    return w->ring_held + w->ring_reserved < RING_LEND_MAX;
+}
+
+/* Waits for the stream's next bytes in the ring, counting the read as lent. */
+static void ring_read(struct rly_worker *w, struct rly_conn *data)
+{
+    if (data->recv_busy)
+        return;
+    rly__post_recv(w, data);
+    if (data->recv_busy) {
+        data->ring_rsv = 1;
+        w->ring_reserved++;
+    }
+}
+
 /* Takes the session's traffic keys over: our record layer seals the recorder's bytes (tx) and,
  * unless kernel_rx, opens the camera's (rx); with kernel_rx the kernel gets rx (TCP_ULP "tls").
  * The captured secrets are wiped on success and kept on failure (a later path may use them).
@@ -97,6 +117,20 @@ static void release_in(struct rly_worker *w, struct rly_conn *data)
     st->in_start = st->in_end = st->in_cap = 0;
 }
 
+void rly__inplace_keep_recv_buffer(struct rly_worker *w, struct rly_conn *data)
+{
+    struct rly_stream *st = data->st;
+    (void)w;
+    /* Only a big buffer is read into while a send is in flight (read_on_while_sending); a
+     * ring read's buffer is picked when it completes and recycled by its completion. */
+    if (st->in_kind != IN_BIG)
+        return;
+    data->recv_big = st->in;
+    st->in = NULL;
+    st->in_kind = IN_NONE;
+    st->in_start = st->in_end = st->in_cap = 0;
+}
+
 void rly__inplace_release(struct rly_worker *w, struct rly_conn *data)
 {
     release_in(w, data);
@@ -145,8 +179,8 @@ static void plain_next(struct rly_worker *w, struct rly_conn *data)
 {
     if (data->st->busy)
         rly__splice_up(w, data);
-    else if (w->ring_held < RING_LEND_MAX)
-        rly__post_recv(w, data);
+    else if (ring_may_lend(w))
+        ring_read(w, data);
     else
         rly__post_poll(w, data, 0); /* its completion splices */
 }
@@ -167,8 +201,8 @@ static void read_more(struct rly_worker *w, struct rly_conn *data)
         plain_next(w, data);
         return;
     }
-    if (!st->busy && w->ring_held < RING_LEND_MAX) {
-        rly__post_recv(w, data);
+    if (!st->busy && ring_may_lend(w)) {
+        ring_read(w, data);
         return;
     }
     read_into_own(w, data);

@@ -153,6 +153,10 @@ static void conn_free(struct rly_worker *w, struct rly_conn *c)
     c->held_hello = NULL;
     if (c->st)
         rly__stream_free(w, c);
+    if (c->recv_big) { /* its read has completed: freed only after the last completion */
+        rly__pool_put(&w->big_pool, c->recv_big);
+        c->recv_big = NULL;
+    }
     buf_release(w, &c->out);
     buf_release(w, &c->frame);
     conn_unregister(w, c);
@@ -376,6 +380,10 @@ static void on_recv(struct rly_worker *w, struct rly_conn *c, struct io_uring_cq
     int has_buf = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
 
     c->recv_busy = 0;
+    if (c->ring_rsv) { /* the stream's claim on the ring ends: it holds the buffer, or none */
+        c->ring_rsv = 0;
+        w->ring_reserved--;
+    }
     if (has_buf) {
         bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         data = w->ring_bufs + (size_t)bid * RLY_BUF_SIZE;
@@ -758,7 +766,10 @@ static int register_sparse_table(struct rly_worker *w, uint32_t *n)
     if (!lift && have && rl.rlim_cur < *n)
         *n = (uint32_t)rl.rlim_cur;
     int rc = io_uring_register_files_sparse(&w->ring, *n);
-    if (lift)
+    struct rlimit now;
+    /* Put the soft limit back, unless someone (the program embedding the relay) changed it
+     * meanwhile: their value stands. */
+    if (lift && getrlimit(RLIMIT_NOFILE, &now) == 0 && now.rlim_cur == lifted.rlim_cur)
         setrlimit(RLIMIT_NOFILE, &rl);
     pthread_mutex_unlock(&rlimit_lock);
     return rc;
@@ -945,6 +956,8 @@ void rly__worker_free(struct rly_worker *w)
             if (c->st)
                 rly__stream_free(w, c);
         }
+        free(c->recv_big); /* left by a stop that timed out before the read completed */
+        c->recv_big = NULL;
         buf_release(w, &c->out);
         buf_release(w, &c->frame);
     }

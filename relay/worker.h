@@ -136,6 +136,9 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data);
 void rly__inplace_sent(struct rly_worker *w, struct rly_conn *rec, int res);
 /* Seals the recorder's bytes into data->out. 0 or -errno. */
 int rly__inplace_seal(struct rly_worker *w, struct rly_conn *data, const uint8_t *p, int len);
+/* data's stream is going to the recorder while a read on data is in flight: the buffer that
+ * read lands in moves to data->recv_big, given back when data is freed. */
+void rly__inplace_keep_recv_buffer(struct rly_worker *w, struct rly_conn *data);
 /* Gives back the buffer data's camera records are in (ring, pool or big), if any. */
 void rly__inplace_release(struct rly_worker *w, struct rly_conn *data);
 /* Queues a close_notify to the agent. 0 or -errno. */

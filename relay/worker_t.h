@@ -122,6 +122,7 @@ struct rly_conn {
     uint8_t poll_in, poll_out; /* splice: a POLLIN / POLLOUT poll is armed on fd */
     uint8_t send_iov;    /* the send in flight is the stream's sendmsg, not `out` */
     uint8_t fixed;       /* the socket is in the ring's registered files, at this slot's index */
+    uint8_t ring_rsv;    /* a stream's ring read is in flight (counted in ring_reserved) */
     uint32_t gen;
     int fd;
     int32_t peer;        /* paired connection index, -1 = none */
@@ -146,6 +147,9 @@ struct rly_conn {
     int32_t handover_to;  /* agents: owner worker + 1 once the hello named another worker's
                              camera and a send was still in flight; 0 = none */
     Camrelay__Frame *held_hello; /* that hello, owned until the hand-over */
+    uint8_t *recv_big;    /* data connections whose stream ended while a read into one of its
+                             big buffers was in flight: that buffer, back to the pool once the
+                             read has completed (the rest of the stream went to the recorder) */
     char addr[96];        /* peer address or endpoint name, for log lines */
 };
 
@@ -229,6 +233,7 @@ struct rly_worker {
     int stopping;
     int batching;              /* completions come fast enough to gather them in batches */
     uint32_t ring_held;        /* ring buffers held by in-place streams until their send ends */
+    uint32_t ring_reserved;    /* streams' ring reads in flight: each may take one more */
     uint64_t tick_completions; /* stat_completions at the last tick */
     pthread_t thread;
     char scratch[RLY_PLAIN_CAP]; /* decrypt target for frames; never held across calls */
