@@ -5,8 +5,9 @@
  * more (into its read BIO, out of it into a plaintext buffer).
  *
  * A ring buffer stays with its stream until its plaintext has been sent. So that slow
- * recorders cannot take every ring buffer from the control tunnels, a worker lends at most
- * half of its ring this way; beyond that streams receive into pool buffers.
+ * recorders cannot take every ring buffer from the control tunnels, streams read from a
+ * buffer group of their own (worker_t.h); when it is empty a stream receives into a pool
+ * buffer.
  *
  * Plaintext data connections use the same reads and sends with nothing to open: a burst that
  * fits a ring buffer (a camera frame) goes on with one send from it; a burst that fills one
@@ -20,28 +21,6 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "relay/ktls.h"
-
-#define RING_LEND_MAX (RLY_RING_BUFS / 2)
-
-/* May a stream wait for its next bytes in the ring? Reads in flight count as lent already:
- * each takes a buffer when it completes, so checking only what is held would let many
- * streams posting at once take the whole ring from the tunnels. */
-static int ring_may_lend(const struct rly_worker *w)
-{
-    return w->ring_held + w->ring_reserved < RING_LEND_MAX;
-}
-
-/* Waits for the stream's next bytes in the ring, counting the read as lent. */
-static void ring_read(struct rly_worker *w, struct rly_conn *data)
-{
-    if (data->recv_busy)
-        return;
-    rly__post_recv(w, data);
-    if (data->recv_busy) {
-        data->ring_rsv = 1;
-        w->ring_reserved++;
-    }
-}
 
 /* Takes the session's traffic keys over: our record layer seals the recorder's bytes (tx) and,
  * unless kernel_rx, opens the camera's (rx); with kernel_rx the kernel gets rx (TCP_ULP "tls").
@@ -105,7 +84,6 @@ static void release_in(struct rly_worker *w, struct rly_conn *data)
     struct rly_stream *st = data->st;
     if (st->in_kind == IN_RING) {
         rly__ring_recycle(w, st->in_bid);
-        w->ring_held--;
     } else if (st->in_kind == IN_POOL) {
         data->frame.len = 0;
         rly__buf_give(w, &data->frame);
@@ -173,16 +151,14 @@ static void read_into_own(struct rly_worker *w, struct rly_conn *data)
 }
 
 /* A plaintext stream's next burst: read from the ring and copied on while bursts fit a ring
- * buffer; spliced when the last read filled one (more is waiting), or when the worker has
- * lent out its share of the ring. */
+ * buffer; spliced when the last read filled one (more is waiting), or when the streams'
+ * buffer group was empty (rly__inplace_on_recv: -ENOBUFS). */
 static void plain_next(struct rly_worker *w, struct rly_conn *data)
 {
     if (data->st->busy)
         rly__splice_up(w, data);
-    else if (ring_may_lend(w))
-        ring_read(w, data);
     else
-        rly__post_poll(w, data, 0); /* its completion splices */
+        rly__post_stream_recv(w, data);
 }
 
 void rly__inplace_wait(struct rly_worker *w, struct rly_conn *data)
@@ -192,8 +168,8 @@ void rly__inplace_wait(struct rly_worker *w, struct rly_conn *data)
 }
 
 /* Waits for the camera's next records. A quiet stream holds no buffer meanwhile (the ring
- * picks one when they come); a busy one, or one on a worker that has lent too many ring
- * buffers already, reads into a buffer of its own. */
+ * picks one when they come); a busy one reads into a buffer of its own, and so does one that
+ * found the streams' buffer group empty (rly__inplace_on_recv: -ENOBUFS). */
 static void read_more(struct rly_worker *w, struct rly_conn *data)
 {
     struct rly_stream *st = data->st;
@@ -201,8 +177,8 @@ static void read_more(struct rly_worker *w, struct rly_conn *data)
         plain_next(w, data);
         return;
     }
-    if (!st->busy && ring_may_lend(w)) {
-        ring_read(w, data);
+    if (!st->busy) {
+        rly__post_stream_recv(w, data);
         return;
     }
     read_into_own(w, data);
@@ -254,7 +230,6 @@ void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring,
         st->in_cap = RLY_BUF_SIZE;
         st->in_start = 0;
         st->in_end = (uint32_t)res;
-        w->ring_held++;
         st->busy = res == RLY_BUF_SIZE; /* more was waiting than a ring buffer holds */
     } else {
         st->in_end += (uint32_t)res;
@@ -376,7 +351,6 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
         }
         memcpy(st->in, ring_part, tail);
         rly__ring_recycle(w, bid);
-        w->ring_held--;
     } else if (st->in_start) {
         memmove(st->in, st->in + st->in_start, tail);
     }

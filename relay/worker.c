@@ -200,25 +200,36 @@ void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why)
     maybe_free(w, c);
 }
 
-void rly__post_recv(struct rly_worker *w, struct rly_conn *c)
+/* A read into a buffer the kernel picks from group bgid when bytes come. */
+static void post_ring_recv(struct rly_worker *w, struct rly_conn *c, unsigned bgid)
 {
     if (c->recv_busy || c->closing || c->read_eof)
         return;
-    /* Every connection receives into the provided-buffer ring: a connection waiting for
-     * bytes holds no buffer, the kernel picks one when they come. */
     struct io_uring_sqe *sqe = get_sqe(w);
     /* A recorder's read becomes one TLS record towards the agent: at most 16 KiB. */
     io_uring_prep_recv(sqe, c->fd, NULL,
                        c->kind == RLY_CONN_RECORDER ? RLY_PLAIN_CAP : RLY_BUF_SIZE, 0);
     sqe_file(w, sqe, c);
     sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = RLY_RING_BGID;
+    sqe->buf_group = (uint16_t)bgid;
     /* A ring-buffer read is for a connection that has just been drained and waits for its
      * next frame: arm the poll at once instead of trying a read that finds nothing first
      * (a poll that finds bytes already there issues the read straight away). */
     sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_RECV, (uint32_t)rly__idx(w, c), c->gen));
     c->recv_busy = 1;
+}
+
+void rly__post_recv(struct rly_worker *w, struct rly_conn *c)
+{
+    /* Every connection receives into the provided-buffer ring: a connection waiting for
+     * bytes holds no buffer, the kernel picks one when they come. */
+    post_ring_recv(w, c, RLY_RING_BGID);
+}
+
+void rly__post_stream_recv(struct rly_worker *w, struct rly_conn *data)
+{
+    post_ring_recv(w, data, RLY_RING_BGID_STREAM);
 }
 
 void rly__post_recv_into(struct rly_worker *w, struct rly_conn *c, uint8_t *mem, uint32_t len)
@@ -367,9 +378,10 @@ static void on_accept(struct rly_worker *w, struct rly_conn *l, struct io_uring_
 
 void rly__ring_recycle(struct rly_worker *w, unsigned bid)
 {
-    io_uring_buf_ring_add(w->buf_ring, rly__ring_buf(w, bid), RLY_BUF_SIZE,
-                          (unsigned short)bid, io_uring_buf_ring_mask(RLY_RING_BUFS), 0);
-    io_uring_buf_ring_advance(w->buf_ring, 1);
+    struct io_uring_buf_ring *br = w->buf_ring[bid / RLY_RING_GROUP_BUFS];
+    io_uring_buf_ring_add(br, rly__ring_buf(w, bid), RLY_BUF_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(RLY_RING_GROUP_BUFS), 0);
+    io_uring_buf_ring_advance(br, 1);
 }
 
 static void on_recv(struct rly_worker *w, struct rly_conn *c, struct io_uring_cqe *cqe)
@@ -380,10 +392,6 @@ static void on_recv(struct rly_worker *w, struct rly_conn *c, struct io_uring_cq
     int has_buf = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
 
     c->recv_busy = 0;
-    if (c->ring_rsv) { /* the stream's claim on the ring ends: it holds the buffer, or none */
-        c->ring_rsv = 0;
-        w->ring_reserved--;
-    }
     if (has_buf) {
         bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         data = w->ring_bufs + (size_t)bid * RLY_BUF_SIZE;
@@ -714,21 +722,11 @@ static void dispatch(struct rly_worker *w, struct io_uring_cqe *cqe)
     }
 }
 
-/* The provided-buffer ring agents receive into. liburing 2.3 has no io_uring_setup_buf_ring:
- * map the ring, initialise it, register it, then hand it every buffer. */
+/* The provided-buffer rings connections receive into, one per group (worker_t.h). liburing
+ * 2.3 has no io_uring_setup_buf_ring: map each ring, initialise it, register it, then hand
+ * it its buffers. */
 static int setup_buf_ring(struct rly_worker *w)
 {
-    size_t ring_size = RLY_RING_BUFS * sizeof(struct io_uring_buf);
-    void *mem = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (mem == MAP_FAILED)
-        return -errno;
-    w->buf_ring = mem;
-    io_uring_buf_ring_init(w->buf_ring);
-    struct io_uring_buf_reg reg = {
-        .ring_addr = (unsigned long)mem, .ring_entries = RLY_RING_BUFS, .bgid = RLY_RING_BGID};
-    int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
-    if (rc < 0)
-        return rc;
     /* Pages are touched only when the kernel first fills a buffer: RSS follows real use. */
     w->ring_bufs = mmap(NULL, (size_t)RLY_RING_BUFS * RLY_BUF_SIZE, PROT_READ | PROT_WRITE,
                         MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -736,10 +734,27 @@ static int setup_buf_ring(struct rly_worker *w)
         w->ring_bufs = NULL;
         return -errno;
     }
-    for (unsigned i = 0; i < RLY_RING_BUFS; i++)
-        io_uring_buf_ring_add(w->buf_ring, w->ring_bufs + (size_t)i * RLY_BUF_SIZE, RLY_BUF_SIZE,
-                              (unsigned short)i, io_uring_buf_ring_mask(RLY_RING_BUFS), (int)i);
-    io_uring_buf_ring_advance(w->buf_ring, RLY_RING_BUFS);
+    size_t ring_size = RLY_RING_GROUP_BUFS * sizeof(struct io_uring_buf);
+    for (unsigned g = 0; g < 2; g++) {
+        void *mem = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
+                         -1, 0);
+        if (mem == MAP_FAILED)
+            return -errno;
+        w->buf_ring[g] = mem;
+        io_uring_buf_ring_init(mem);
+        struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)mem,
+                                       .ring_entries = RLY_RING_GROUP_BUFS,
+                                       .bgid = (uint16_t)g};
+        int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+        if (rc < 0)
+            return rc;
+        for (unsigned i = 0; i < RLY_RING_GROUP_BUFS; i++) {
+            unsigned bid = g * RLY_RING_GROUP_BUFS + i;
+            io_uring_buf_ring_add(mem, rly__ring_buf(w, bid), RLY_BUF_SIZE, (unsigned short)bid,
+                                  io_uring_buf_ring_mask(RLY_RING_GROUP_BUFS), (int)i);
+        }
+        io_uring_buf_ring_advance(mem, RLY_RING_GROUP_BUFS);
+    }
     return 0;
 }
 
@@ -974,8 +989,9 @@ void rly__worker_free(struct rly_worker *w)
     free(w->pipes);
     if (w->ring_bufs)
         munmap(w->ring_bufs, (size_t)RLY_RING_BUFS * RLY_BUF_SIZE);
-    if (w->buf_ring)
-        munmap(w->buf_ring, RLY_RING_BUFS * sizeof(struct io_uring_buf));
+    for (unsigned g = 0; g < 2; g++)
+        if (w->buf_ring[g])
+            munmap(w->buf_ring[g], RLY_RING_GROUP_BUFS * sizeof(struct io_uring_buf));
     free(w->conns);
     free(w->cameras);
     close(w->event_fd);

@@ -69,6 +69,9 @@ void rly__pool_put(struct rly_pool *p, void *mem);
 /* Returns b's buffer to the pool when b is empty. */
 void rly__buf_give(struct rly_worker *w, struct rly_buf *b);
 void rly__post_recv(struct rly_worker *w, struct rly_conn *c);
+/* The same for a paired stream's camera bytes, from the streams' buffer group (worker_t.h):
+ * the buffer stays with the stream until its bytes have been sent on. */
+void rly__post_stream_recv(struct rly_worker *w, struct rly_conn *data);
 /* A recv into mem[0, len) the caller holds (not the ring): completes without a ring buffer. */
 void rly__post_recv_into(struct rly_worker *w, struct rly_conn *c, uint8_t *mem, uint32_t len);
 void rly__post_send(struct rly_worker *w, struct rly_conn *c);

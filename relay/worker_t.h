@@ -23,7 +23,15 @@
 /* Receive buffers for agent connections come from a provided-buffer ring: an idle tunnel
  * holds no receive buffer while it waits, the kernel picks one when bytes arrive. */
 #define RLY_RING_BUFS 256
-#define RLY_RING_BGID 0
+/* Two groups of half the buffers each. Tunnels, handshakes and recorders give a buffer back
+ * as soon as its bytes are copied or sealed; a stream keeps one until its bytes have been
+ * sent on, so slow recorders could otherwise take every buffer from the control tunnels.
+ * Streams read from their own group: when it is empty they read into a buffer of their
+ * own (TLS) or splice (plaintext), and the tunnels' group is untouched. Buffer ids are
+ * global: 0..127 in the first group, 128..255 in the second. */
+#define RLY_RING_GROUP_BUFS (RLY_RING_BUFS / 2)
+#define RLY_RING_BGID 0        /* tunnels, handshakes, recorders */
+#define RLY_RING_BGID_STREAM 1 /* paired streams' camera bytes */
 /* A stream whose reads fill whole ring buffers (bulk, or a burst) reads into one of these
  * instead: 16 full records per recv and sendmsg rather than one. A few per worker. */
 #define RLY_BIG_BUF_SIZE (1024 * 1024)
@@ -122,7 +130,6 @@ struct rly_conn {
     uint8_t poll_in, poll_out; /* splice: a POLLIN / POLLOUT poll is armed on fd */
     uint8_t send_iov;    /* the send in flight is the stream's sendmsg, not `out` */
     uint8_t fixed;       /* the socket is in the ring's registered files, at this slot's index */
-    uint8_t ring_rsv;    /* a stream's ring read is in flight (counted in ring_reserved) */
     uint32_t gen;
     int fd;
     int32_t peer;        /* paired connection index, -1 = none */
@@ -205,8 +212,8 @@ struct rly_pool {
 
 struct rly_worker {
     _Alignas(64) struct io_uring ring;
-    struct io_uring_buf_ring *buf_ring;
-    uint8_t *ring_bufs;    /* RLY_RING_BUFS x RLY_BUF_SIZE */
+    struct io_uring_buf_ring *buf_ring[2]; /* by group id */
+    uint8_t *ring_bufs;    /* RLY_RING_BUFS x RLY_BUF_SIZE, both groups */
     struct rly_pool pool;
     struct rly_pool big_pool; /* RLY_BIG_BUF_SIZE buffers for busy in-place streams */
     int (*pipes)[2];          /* idle pipes lent to splicing streams per burst */
@@ -232,8 +239,6 @@ struct rly_worker {
     uint64_t next_stream_id;
     int stopping;
     int batching;              /* completions come fast enough to gather them in batches */
-    uint32_t ring_held;        /* ring buffers held by in-place streams until their send ends */
-    uint32_t ring_reserved;    /* streams' ring reads in flight: each may take one more */
     uint64_t tick_completions; /* stat_completions at the last tick */
     pthread_t thread;
     char scratch[RLY_PLAIN_CAP]; /* decrypt target for frames; never held across calls */
