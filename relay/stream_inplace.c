@@ -305,6 +305,8 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
         return;
     }
     st->in_start += (uint32_t)used;
+    if (used > 0)
+        data->deadline_ms = 0; /* a whole record came: no partial one is waiting */
     if (eof)
         st->rx_eof = 1;
     if (n) {
@@ -356,6 +358,14 @@ void rly__inplace_pump(struct rly_worker *w, struct rly_conn *data)
     }
     st->in_start = 0;
     st->in_end = tail;
+    /* The rest of the record must come within three keepalive intervals, the time after
+     * which a silent tunnel counts as dead: a camera that stops half way through a record
+     * would otherwise hold this buffer for ever. Set once per record, so a trickle of bytes
+     * does not put it off. */
+    if (!data->deadline_ms)
+        data->deadline_ms =
+            cr_now_ms() + 3ull * atomic_load_explicit(&w->relay->keepalive_ms,
+                                                      memory_order_relaxed);
     rly__post_recv_into(w, data, st->in + tail, st->in_cap - tail);
 }
 

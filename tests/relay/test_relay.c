@@ -641,6 +641,52 @@ static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
     end_stream(&tunnel, &data, rec);
 }
 
+/* A camera that stops half way through a TLS record does not hold the relay's buffer for
+ * ever: the data connection and its recorder are closed once three keepalive intervals have
+ * passed without the rest of the record (the fixture's keepalive is 300 ms). */
+static void test_relay_tls_partial_record_times_out(void **state)
+{
+    struct cr_link tunnel, data;
+    int rec;
+    (void)state;
+    open_stream(&tunnel, &data, &rec, 0);
+    static const char first[] = "a whole record first: the stream is on the in-place path";
+    assert_int_equal(cr_link_write_all(&data, first, sizeof(first) - 1, 2000), 0);
+    uint8_t got[sizeof(first) - 1];
+    fd_read_exact(rec, got, sizeof(got));
+    assert_memory_equal(got, first, sizeof(got));
+    assert_string_equal(camera_path(), "tls-inplace");
+
+    /* A real record of 4,000 bytes, cut after 1,000: the rest never comes. */
+    BIO *mem = BIO_new(BIO_s_mem());
+    SSL_set0_wbio(data.ssl, mem);
+    static uint8_t frame[4000];
+    cr_random_bytes(frame, sizeof(frame));
+    assert_int_equal(SSL_write(data.ssl, frame, sizeof(frame)), (int)sizeof(frame));
+    const uint8_t *wire;
+    size_t wire_len;
+    assert_int_equal(BIO_mem_contents(mem, &wire, &wire_len), 1);
+    assert_true(wire_len > 1000);
+    uint64_t t0 = cr_now_ms();
+    fd_write_all(data.fd, wire, 1000);
+
+    /* The recorder is closed (the stream ends) within the deadline plus a tick or two. */
+    struct pollfd p = {.fd = rec, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    uint8_t b;
+    assert_true(read(rec, &b, 1) <= 0);
+    uint64_t took = cr_now_ms() - t0;
+    assert_true(took >= 900);  /* not before 3 x 300 ms */
+    assert_true(took < 3000);
+    p.fd = data.fd;
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    assert_true(read(data.fd, &b, 1) <= 0);
+    close(rec);
+    cr_link_close(&data);
+    cr_link_close(&tunnel);
+    assert_true(wait_online(0, 3000));
+}
+
 /* An agent that sends stream bytes right behind its DataHello, before DataAccepted: the
  * records behind the hello are already in BoringSSL's buffers, so the stream stays on the
  * BoringSSL path (tls-bio, the fallback), and nothing is lost or reordered. */
@@ -1011,6 +1057,7 @@ int main(void)
         cmocka_unit_test(test_relay_dead_tunnel_noticed_and_replacement),
         cmocka_unit_test(test_relay_tls_stream_opens_records_in_place),
         cmocka_unit_test(test_relay_tls_last_bytes_and_close_notify_in_one_read),
+        cmocka_unit_test(test_relay_tls_partial_record_times_out),
         cmocka_unit_test(test_relay_bytes_behind_the_hello_arrive_intact),
         cmocka_unit_test(test_relay_plain_data_connection_is_spliced),
         cmocka_unit_test(test_relay_plain_frames_copied_bursts_spliced),
