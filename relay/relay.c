@@ -304,8 +304,14 @@ void rly_relay_counters(struct rly_relay *r, struct rly_counters *out)
     out->frames_rejected = atomic_load(&r->counters.frames_rejected);
     out->handovers = atomic_load(&r->counters.handovers);
     out->buffers_exhausted = atomic_load(&r->counters.buffers_exhausted);
-    out->plain_reads_copied = atomic_load(&r->counters.plain_reads_copied);
-    out->plain_reads_spliced = atomic_load(&r->counters.plain_reads_spliced);
+    out->plain_reads_copied = out->plain_reads_spliced = 0;
+    for (unsigned i = 0; i < r->n_workers; i++) { /* counted per worker: see rly__stat_add */
+        struct rly_worker *w = &r->workers[i];
+        out->plain_reads_copied += atomic_load_explicit(&w->stat_plain_copied,
+                                                        memory_order_relaxed);
+        out->plain_reads_spliced += atomic_load_explicit(&w->stat_plain_spliced,
+                                                         memory_order_relaxed);
+    }
     for (unsigned i = 0; i < RLY_PATHS; i++)
         out->streams_by_path[i] = atomic_load(&r->counters.streams_by_path[i]);
 }

@@ -339,7 +339,7 @@ void rly__stream_on_close(struct rly_worker *w, struct rly_conn *c)
          * connection may be landing in the stream's next big buffer (read on while sending):
          * that one stays with the data connection until the read completes. */
         if (data->recv_busy)
-            rly__inplace_keep_recv_buffer(w, data);
+            rly__inplace_keep_recv_buffer(data);
         rec->st = data->st;
         data->st = NULL;
         rec->frame = data->frame; /* a pool buffer the records may be in */

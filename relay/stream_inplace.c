@@ -77,7 +77,6 @@ static int plain(const struct rly_conn *data)
     return data->st->path == RLY_PATH_PLAIN;
 }
 
-
 /* Gives the buffer the camera's records were in back: to the ring, or to its pool. */
 static void release_in(struct rly_worker *w, struct rly_conn *data)
 {
@@ -95,10 +94,9 @@ static void release_in(struct rly_worker *w, struct rly_conn *data)
     st->in_start = st->in_end = st->in_cap = 0;
 }
 
-void rly__inplace_keep_recv_buffer(struct rly_worker *w, struct rly_conn *data)
+void rly__inplace_keep_recv_buffer(struct rly_conn *data)
 {
     struct rly_stream *st = data->st;
-    (void)w;
     /* Only a big buffer is read into while a send is in flight (read_on_while_sending); a
      * ring read's buffer is picked when it completes and recycled by its completion. */
     if (st->in_kind != IN_BIG)
@@ -221,8 +219,7 @@ void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring,
         return;
     }
     if (plain(data))
-        atomic_fetch_add_explicit(&w->relay->counters.plain_reads_copied, 1,
-                                  memory_order_relaxed);
+        rly__stat_add(&w->stat_plain_copied, 1);
     if (ring) {
         st->in = rly__ring_buf(w, bid);
         st->in_bid = (uint16_t)bid;

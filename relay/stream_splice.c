@@ -177,8 +177,7 @@ static void pump(struct rly_worker *w, struct rly_conn *data, struct rly_conn *r
             *held += (uint32_t)n;
             drained = n < SPLICE_CHUNK;
             if (up && st->path == RLY_PATH_PLAIN)
-                atomic_fetch_add_explicit(&w->relay->counters.plain_reads_spliced, 1,
-                                          memory_order_relaxed);
+                rly__stat_add(&w->stat_plain_spliced, 1);
             continue;
         }
         if (n == 0) {

@@ -134,8 +134,7 @@ int32_t rly__conn_alloc(struct rly_worker *w, int kind, int fd)
     c->peer = -1;
     c->camera = -1;
     c->next_pending = -1;
-    if (w->ring_ready)
-        conn_register(w, c);
+    conn_register(w, c); /* a no-op until the ring has its table (n_fixed 0) */
     return idx;
 }
 
@@ -735,7 +734,7 @@ static int setup_buf_ring(struct rly_worker *w)
         return -errno;
     }
     size_t ring_size = RLY_RING_GROUP_BUFS * sizeof(struct io_uring_buf);
-    for (unsigned g = 0; g < 2; g++) {
+    for (unsigned g = 0; g < RLY_RING_GROUPS; g++) {
         void *mem = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
                          -1, 0);
         if (mem == MAP_FAILED)
@@ -802,7 +801,6 @@ static void register_files(struct rly_worker *w)
         n = 0;
     }
     w->n_fixed = n;
-    w->ring_ready = 1;
     for (uint32_t i = 0; i < w->n_conns; i++) /* the external listener, made before the ring */
         if (w->conns[i].kind != RLY_CONN_FREE)
             conn_register(w, &w->conns[i]);
@@ -880,14 +878,9 @@ static void *worker_main(void *arg)
         }
         io_uring_cq_advance(&w->ring, n);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        atomic_store_explicit(&w->stat_completions,
-                              atomic_load_explicit(&w->stat_completions, memory_order_relaxed) + n,
-                              memory_order_relaxed);
-        atomic_store_explicit(&w->stat_busy_ns,
-                              atomic_load_explicit(&w->stat_busy_ns, memory_order_relaxed) +
-                                  (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
-                                             (t1.tv_nsec - t0.tv_nsec)),
-                              memory_order_relaxed);
+        rly__stat_add(&w->stat_completions, n);
+        rly__stat_add(&w->stat_busy_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
+                                                   (t1.tv_nsec - t0.tv_nsec)));
         atomic_store_explicit(&w->stat_conns, w->n_used, memory_order_relaxed);
     }
 
@@ -989,7 +982,7 @@ void rly__worker_free(struct rly_worker *w)
     free(w->pipes);
     if (w->ring_bufs)
         munmap(w->ring_bufs, (size_t)RLY_RING_BUFS * RLY_BUF_SIZE);
-    for (unsigned g = 0; g < 2; g++)
+    for (unsigned g = 0; g < RLY_RING_GROUPS; g++)
         if (w->buf_ring[g])
             munmap(w->buf_ring[g], RLY_RING_GROUP_BUFS * sizeof(struct io_uring_buf));
     free(w->conns);

@@ -38,6 +38,14 @@ static inline enum rly_op rly__ud_op(uint64_t ud) { return (enum rly_op)(ud >> 5
 static inline uint32_t rly__ud_idx(uint64_t ud) { return (uint32_t)ud; }
 static inline uint32_t rly__ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & 0xffffff; }
 
+/* Adds n to a statistic only this worker writes: a plain load and store, no locked
+ * read-modify-write on the data path. */
+static inline void rly__stat_add(_Atomic uint64_t *stat, uint64_t n)
+{
+    atomic_store_explicit(stat, atomic_load_explicit(stat, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 static inline struct rly_conn *rly__conn(struct rly_worker *w, int32_t idx)
 {
     return (idx >= 0 && (uint32_t)idx < w->n_conns) ? &w->conns[idx] : NULL;
@@ -141,7 +149,7 @@ void rly__inplace_sent(struct rly_worker *w, struct rly_conn *rec, int res);
 int rly__inplace_seal(struct rly_worker *w, struct rly_conn *data, const uint8_t *p, int len);
 /* data's stream is going to the recorder while a read on data is in flight: the buffer that
  * read lands in moves to data->recv_big, given back when data is freed. */
-void rly__inplace_keep_recv_buffer(struct rly_worker *w, struct rly_conn *data);
+void rly__inplace_keep_recv_buffer(struct rly_conn *data);
 /* Gives back the buffer data's camera records are in (ring, pool or big), if any. */
 void rly__inplace_release(struct rly_worker *w, struct rly_conn *data);
 /* Queues a close_notify to the agent. 0 or -errno. */

@@ -29,7 +29,8 @@
  * Streams read from their own group: when it is empty they read into a buffer of their
  * own (TLS) or splice (plaintext), and the tunnels' group is untouched. Buffer ids are
  * global: 0..127 in the first group, 128..255 in the second. */
-#define RLY_RING_GROUP_BUFS (RLY_RING_BUFS / 2)
+#define RLY_RING_GROUPS 2
+#define RLY_RING_GROUP_BUFS (RLY_RING_BUFS / RLY_RING_GROUPS)
 #define RLY_RING_BGID 0        /* tunnels, handshakes, recorders */
 #define RLY_RING_BGID_STREAM 1 /* paired streams' camera bytes */
 /* A stream whose reads fill whole ring buffers (bulk, or a burst) reads into one of these
@@ -212,7 +213,7 @@ struct rly_pool {
 
 struct rly_worker {
     _Alignas(64) struct io_uring ring;
-    struct io_uring_buf_ring *buf_ring[2]; /* by group id */
+    struct io_uring_buf_ring *buf_ring[RLY_RING_GROUPS]; /* by group id */
     uint8_t *ring_bufs;    /* RLY_RING_BUFS x RLY_BUF_SIZE, both groups */
     struct rly_pool pool;
     struct rly_pool big_pool; /* RLY_BIG_BUF_SIZE buffers for busy in-place streams */
@@ -223,11 +224,12 @@ struct rly_worker {
     uint32_t n_conns;
     int32_t free_head;     /* free slots chained through conn->peer */
     uint32_t n_used;
-    uint32_t n_fixed;      /* registered-file slots: connection i uses slot i when i < n_fixed */
-    int ring_ready;        /* the ring and its file table exist: connections register at alloc */
+    uint32_t n_fixed;      /* registered-file slots: connection i uses slot i when i < n_fixed
+                              (0 until the worker's ring has its table) */
     /* Written by this worker only, read by the control plane for metrics. */
     _Atomic uint32_t stat_conns, stat_cameras, stat_tunnels, stat_streams;
     _Atomic uint64_t stat_completions, stat_busy_ns;
+    _Atomic uint64_t stat_plain_copied, stat_plain_spliced; /* per frame: no shared line */
     struct rly_camera *cameras;
     uint32_t n_cameras;    /* capacity */
     int external_listener; /* conn index */
@@ -264,7 +266,7 @@ struct rly_relay {
     struct rly_counters_atomic {
         _Atomic uint64_t tunnels_accepted, tunnels_refused, handshake_failures,
             data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected,
-            handovers, buffers_exhausted, plain_reads_copied, plain_reads_spliced;
+            handovers, buffers_exhausted;
         _Atomic uint64_t streams_by_path[RLY_PATH_COUNT];
     } counters;
 };
