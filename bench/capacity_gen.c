@@ -73,6 +73,7 @@ struct gthread {
     uint32_t *heap, nheap;      /* streams by next_due (min-heap) */
     uint32_t next_idx, in_setup;
     uint8_t *scratch;
+    uint8_t *frame;             /* a frame built here is written straight from a hot buffer */
     uint64_t win_gen, t0, t1, t_end;
     int reported;
     struct cap_wstats ws;
@@ -234,6 +235,42 @@ static uint8_t *conn_reserve(struct gconn *c, uint32_t len)
     return c->obuf + c->olen;
 }
 
+/* Sends one paced frame: header h, then filler up to len. With nothing queued (the usual case)
+ * the frame is written from the thread's own buffer, which stays in cache, instead of from the
+ * stream's queue, which is cold by the time its next frame is due; what the socket does not
+ * take is queued. 0, or -1 when the connection failed. */
+static int conn_send_frame(struct gconn *c, uint8_t *hot, const uint32_t h[8], uint32_t len)
+{
+    if (c->olen) {
+        memcpy(c->obuf + c->ooff + c->olen, h, HDR_LEN); /* conn_reserve made room */
+        c->olen += len;
+        return conn_flush(c);
+    }
+    memcpy(hot, h, HDR_LEN);
+    ssize_t n;
+    if (c->ssl) {
+        /* One record (a frame < 16 KiB): all of it or, on WANT_WRITE, none of it, and then the
+         * retry must offer the same bytes, from obuf (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). */
+        int r = SSL_write(c->ssl, hot, (int)len);
+        if (r <= 0) {
+            int e = SSL_get_error(c->ssl, r);
+            ERR_clear_error();
+            if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ)
+                return -1;
+            r = 0;
+        }
+        n = r;
+    } else if ((n = send(c->fd, hot, len, MSG_NOSIGNAL)) < 0) {
+        if (errno != EAGAIN)
+            return -1;
+        n = 0;
+    }
+    c->ooff = 0;
+    c->olen = len - (uint32_t)n;
+    memcpy(c->obuf, hot + n, c->olen);
+    return 0;
+}
+
 static int send_frame(struct gconn *c, const Camrelay__Frame *f)
 {
     uint32_t need = (uint32_t)cr_frame_encoded_size(f);
@@ -307,9 +344,7 @@ static void send_due(struct gthread *t, struct stream *s)
         uint32_t h[8] = {FRAME_MAGIC, s->idx, (uint32_t)s->seq_tx, (uint32_t)(s->seq_tx >> 32),
                          (uint32_t)now, (uint32_t)(now >> 32), g->frame_len,
                          lag < UINT32_MAX ? (uint32_t)lag : UINT32_MAX};
-        memcpy(p, h, sizeof(h));
-        s->data.olen += g->frame_len;
-        if (conn_flush(&s->data) < 0)
+        if (conn_send_frame(&s->data, t->frame, h, g->frame_len) < 0)
             stream_fail(t, s, "camera connection failed while streaming");
     } else if (counted) {
         t->ws.src_drop++; /* a second of frames already queued: this one is lost at the camera */
@@ -832,6 +867,7 @@ struct cap_gen *cap_gen_new(const struct cap_opts *o, int mode, int peer, uint32
         t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         t->heap = cr_xcalloc(cap / g->nth + 2, sizeof(uint32_t));
         t->scratch = cr_xmalloc(SCRATCH);
+        t->frame = cr_xcalloc(1, g->frame_len);
         pthread_mutex_init(&t->qlock, NULL);
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag(0, R_WAKE)};
         epoll_ctl(t->ep, EPOLL_CTL_ADD, t->wake_fd, &ev);
@@ -904,6 +940,7 @@ void cap_gen_free(struct cap_gen *g)
         close(t->wake_fd);
         free(t->heap);
         free(t->scratch);
+        free(t->frame);
         free(t->q);
         free(t->pend);
         pthread_mutex_destroy(&t->qlock);
