@@ -86,17 +86,59 @@ static struct io_uring_sqe *get_sqe(struct rly_worker *w)
     return sqe; /* cannot be NULL right after a submit of a full queue */
 }
 
-/* Puts c's socket into the ring's registered files at the slot of c's own index: operations
- * then name the slot (IOSQE_FIXED_FILE), which spares the kernel a descriptor-table look-up
- * and a reference count per operation. Without a slot (the table is smaller than the
- * connection pool, or registration failed) c works through its descriptor. Worker thread
- * only: a SINGLE_ISSUER ring takes registrations from its own thread. */
+static int is_listener(const struct rly_conn *c)
+{
+    return c->kind == RLY_CONN_LISTEN_ENDPOINT || c->kind == RLY_CONN_LISTEN_EXTERNAL;
+}
+
+/* A slot for a listener when every slot is taken: one held by a connection. The connection
+ * keeps its descriptor and goes on through it; the listener, once registered, closes its own
+ * (camera_listen). So when the kernel allows fewer slots than connections (a low hard
+ * RLIMIT_NOFILE), the table goes to listeners first: each one there is a descriptor saved,
+ * while a connection there only saves a look-up per operation. -1 when only listeners hold
+ * slots. */
+static int32_t slot_evict(struct rly_worker *w)
+{
+    if (!w->n_slot_conns)
+        return -1;
+    /* The kernel resolves a fixed file when it issues a request: whatever is queued and still
+     * names the slot is submitted while the slot is still the victim's. */
+    io_uring_submit(&w->ring);
+    for (;;) { /* ends: n_slot_conns says a connection holds a slot */
+        uint32_t s = w->slot_scan;
+        w->slot_scan = s + 1 < w->n_fixed ? s + 1 : 0;
+        int32_t owner = w->slot_conn[s];
+        if (owner >= 0 && !is_listener(&w->conns[owner])) {
+            w->conns[owner].fixed = 0;
+            w->slot_conn[s] = -1;
+            w->n_slot_conns--;
+            return (int32_t)s;
+        }
+    }
+}
+
+/* Puts c's socket into one of the ring's registered files: operations then name the slot
+ * (IOSQE_FIXED_FILE), which spares the kernel a descriptor-table look-up and a reference
+ * count per operation. Without a slot (the table is full, or registration failed) c works
+ * through its descriptor. Worker thread only: a SINGLE_ISSUER ring takes registrations from
+ * its own thread. */
 static void conn_register(struct rly_worker *w, struct rly_conn *c)
 {
-    int32_t idx = rly__idx(w, c);
-    if (c->fd < 0 || (uint32_t)idx >= w->n_fixed)
+    if (c->fd < 0 || !w->n_fixed)
         return;
-    c->fixed = io_uring_register_files_update(&w->ring, (unsigned)idx, &c->fd, 1) == 1;
+    int32_t slot = w->n_slot_free ? (int32_t)w->slot_free[--w->n_slot_free]
+                   : is_listener(c) ? slot_evict(w)
+                                    : -1;
+    if (slot < 0)
+        return;
+    if (io_uring_register_files_update(&w->ring, (unsigned)slot, &c->fd, 1) != 1) {
+        w->slot_free[w->n_slot_free++] = (uint32_t)slot;
+        return;
+    }
+    c->fixed = 1;
+    c->slot = (uint32_t)slot;
+    w->slot_conn[slot] = rly__idx(w, c);
+    w->n_slot_conns += !is_listener(c);
 }
 
 /* Takes c's socket out of the registered files. No SQE naming the slot can still be queued:
@@ -104,8 +146,12 @@ static void conn_register(struct rly_worker *w, struct rly_conn *c)
 static void conn_unregister(struct rly_worker *w, struct rly_conn *c)
 {
     int none = -1;
-    if (c->fixed)
-        io_uring_register_files_update(&w->ring, (unsigned)rly__idx(w, c), &none, 1);
+    if (c->fixed) {
+        io_uring_register_files_update(&w->ring, c->slot, &none, 1);
+        w->slot_conn[c->slot] = -1;
+        w->slot_free[w->n_slot_free++] = c->slot;
+        w->n_slot_conns -= !is_listener(c);
+    }
     c->fixed = 0;
 }
 
@@ -113,7 +159,7 @@ static void conn_unregister(struct rly_worker *w, struct rly_conn *c)
 static void sqe_file(struct rly_worker *w, struct io_uring_sqe *sqe, struct rly_conn *c)
 {
     if (c->fixed) {
-        sqe->fd = rly__idx(w, c);
+        sqe->fd = (int)c->slot;
         sqe->flags |= IOSQE_FIXED_FILE;
     }
 }
@@ -798,8 +844,15 @@ static void register_files(struct rly_worker *w)
     if (rc < 0) {
         cr_warn("worker %u: no registered files (%s): connections use descriptors", w->id,
                 strerror(-rc));
-        n = 0;
+        return;
     }
+    w->slot_conn = cr_xmalloc(n * sizeof(*w->slot_conn));
+    w->slot_free = cr_xmalloc(n * sizeof(*w->slot_free));
+    for (uint32_t i = 0; i < n; i++) {
+        w->slot_conn[i] = -1;
+        w->slot_free[i] = n - 1 - i; /* popped from the end: slot 0 first */
+    }
+    w->n_slot_free = n;
     w->n_fixed = n;
     for (uint32_t i = 0; i < w->n_conns; i++) /* the external listener, made before the ring */
         if (w->conns[i].kind != RLY_CONN_FREE)
@@ -986,6 +1039,8 @@ void rly__worker_free(struct rly_worker *w)
         if (w->buf_ring[g])
             munmap(w->buf_ring[g], RLY_RING_GROUP_BUFS * sizeof(struct io_uring_buf));
     free(w->conns);
+    free(w->slot_conn);
+    free(w->slot_free);
     free(w->cameras);
     close(w->event_fd);
 }

@@ -130,13 +130,14 @@ struct rly_conn {
     uint8_t sniffed;     /* agents: the first byte told TLS from plaintext */
     uint8_t poll_in, poll_out; /* splice: a POLLIN / POLLOUT poll is armed on fd */
     uint8_t send_iov;    /* the send in flight is the stream's sendmsg, not `out` */
-    uint8_t fixed;       /* the socket is in the ring's registered files, at this slot's index */
+    uint8_t fixed;       /* the socket is in the ring's registered files, at `slot` */
     uint32_t gen;
     int fd;
     int32_t peer;        /* paired connection index, -1 = none */
     int32_t camera;      /* camera index, -1 = none */
     uint32_t keepalive_ms; /* tunnels: the interval told in their welcome (a reload changes
-                              only new tunnels'); fills the padding before ssl */
+                              only new tunnels') */
+    uint32_t slot;       /* its registered file when fixed; fills the padding before ssl */
     SSL *ssl;            /* agents only (NULL for plaintext data connections) */
     struct rly_stream *st; /* paired data connections: the zero-copy paths' state */
     struct rly_buf out;  /* bytes to send: ciphertext (agents) or plaintext (recorders) */
@@ -224,8 +225,11 @@ struct rly_worker {
     uint32_t n_conns;
     int32_t free_head;     /* free slots chained through conn->peer */
     uint32_t n_used;
-    uint32_t n_fixed;      /* registered-file slots: connection i uses slot i when i < n_fixed
-                              (0 until the worker's ring has its table) */
+    uint32_t n_fixed;      /* registered-file slots (0 until the worker's ring has its table) */
+    int32_t *slot_conn;    /* by slot: the connection registered there, -1 = free */
+    uint32_t *slot_free, n_slot_free; /* free slots, a stack */
+    uint32_t n_slot_conns; /* slots held by connections (not listeners): a listener may take one */
+    uint32_t slot_scan;    /* where the next search for such a slot starts */
     /* Written by this worker only, read by the control plane for metrics. */
     _Atomic uint32_t stat_conns, stat_cameras, stat_tunnels, stat_streams;
     _Atomic uint64_t stat_completions, stat_busy_ns;

@@ -899,23 +899,25 @@ static int wait_fds_at_most(int want, int timeout_ms)
     return n;
 }
 
-/* What test_relay_endpoints_hold_no_descriptor changes, restored by its teardown on every
- * path (a failed assertion included): the descriptor limit and the fixture it points
- * elsewhere. */
+/* What the low-limit tests change, restored by their teardown on every path (a failed
+ * assertion included): the descriptor limit and the fixture they point elsewhere. The hard
+ * limit, once lowered, cannot be raised again: a test that lowers it runs last. */
 struct low_limit {
     struct rlimit saved_limit;
     struct fixture saved_fx;
-    rlim_t limit;      /* the lowered soft limit */
+    rlim_t limit;      /* the lowered soft limit (and hard, with lower_hard) */
+    int lower_hard;
     int fds_started;   /* descriptors open once the low-limit relay runs, before any camera */
     char serial[RLY_NAME_MAX];
 };
 
-/* Lowers the soft RLIMIT_NOFILE to 64 above the descriptors open, then starts a relay of its
- * own under it: a worker sizes its registered-file table when it starts (relay/worker.c:
- * register_files, which must look past the soft limit), so the fixture's relay, started under
- * the usual limit, would not show what a relay started under a low one does. The helpers use
- * this relay while the test runs. */
-static int setup_low_limit(void **state)
+/* Lowers RLIMIT_NOFILE to 64 above the descriptors open (the soft limit, or both with
+ * lower_hard), then starts a relay of its own under it: a worker sizes its registered-file
+ * table when it starts (relay/worker.c: register_files, which looks past the soft limit up to
+ * the hard one), so the fixture's relay, started under the usual limit, would not show what a
+ * relay started under a low one does. Its pool has 4 connections per descriptor allowed. The
+ * helpers use this relay while the test runs. */
+static int start_low_limit(void **state, int lower_hard, unsigned workers, uint32_t keepalive_ms)
 {
     static struct low_limit ll;
     memset(&ll, 0, sizeof(ll));
@@ -925,22 +927,24 @@ static int setup_low_limit(void **state)
     ll.limit = (rlim_t)open + 64;
     if (ll.saved_limit.rlim_cur < ll.limit) /* already lower: keep it */
         ll.limit = ll.saved_limit.rlim_cur;
+    ll.lower_hard = lower_hard;
     ll.saved_fx = fx;
-    struct rlimit low = {.rlim_cur = ll.limit, .rlim_max = ll.saved_limit.rlim_max};
+    struct rlimit low = {.rlim_cur = ll.limit,
+                         .rlim_max = lower_hard ? ll.limit : ll.saved_limit.rlim_max};
     if (setrlimit(RLIMIT_NOFILE, &low) < 0)
         return -1;
     struct rly_config cfg = {
         .relay_name = "relay-low-limit",
         .listen_external = "127.0.0.1:0",
         .tls = fx.server,
-        .keepalive_ms = 300,
-        .max_conns = (uint32_t)ll.limit * 4, /* room for every endpoint on either worker: the
-                                                slots are not what bounds the table */
-        .workers = 2,
+        .keepalive_ms = keepalive_ms,
+        .max_conns = (uint32_t)ll.limit * 4,
+        .workers = workers,
     };
     if (rly_relay_start(&cfg, &fx.relay) < 0) {
         fx = ll.saved_fx;
-        setrlimit(RLIMIT_NOFILE, &ll.saved_limit);
+        if (!lower_hard)
+            setrlimit(RLIMIT_NOFILE, &ll.saved_limit);
         return -1;
     }
     rly_relay_set_ready(fx.relay);
@@ -963,66 +967,127 @@ static int setup_low_limit(void **state)
     return 0;
 }
 
+/* The soft limit only, two workers: the pool has room for every endpoint on either worker,
+ * and the table is as large as the pool (the hard limit allows it). */
+static int setup_low_limit(void **state)
+{
+    return start_low_limit(state, 0, 2, 300);
+}
+
+/* Soft and hard limit, one worker: the kernel bounds the table by the hard limit, so the
+ * table has a quarter of the pool's slots. Keepalives far apart: the test's tunnel, which
+ * answers no ping, must outlive the cameras registered after it. */
+static int setup_small_table(void **state)
+{
+    return start_low_limit(state, 1, 1, 60000);
+}
+
 static int teardown_low_limit(void **state)
 {
     struct low_limit *ll = *state;
     rly_relay_stop(fx.relay);
     fx = ll->saved_fx;
+    if (ll->lower_hard)
+        return 0; /* the soft limit is the hard one already */
     return setrlimit(RLIMIT_NOFILE, &ll->saved_limit) < 0 ? -1 : 0;
+}
+
+/* Registers camera i of the low-limit relay with n endpoints and waits until the worker has
+ * it. The last endpoint of the camera named last becomes the helpers' (fx.serial,
+ * fx.rtsp_port). Then checks that the process holds want descriptors: endpoint listeners in
+ * the ring's table hold none. */
+static void put_low_limit_camera(struct low_limit *ll, unsigned i, unsigned n, int want)
+{
+    static const char *const services[2] = {"rtsp", "http"};
+    struct rly_camera_spec spec = {.n_endpoints = n, .iterations = CR_AUTH_ITERATIONS_MIN};
+    cr_auth_make_verifier(&fx.secret, spec.iterations, spec.salt, spec.stored_key);
+    snprintf(spec.serial, sizeof(spec.serial), "ACCC8E1%05u", i);
+    for (unsigned k = 0; k < n; k++) {
+        cr_strlcpy(spec.endpoints[k].service, services[k], sizeof(spec.endpoints[k].service));
+        int fd = cr_tcp_listen("127.0.0.1:0", 0, 16);
+        if (fd < 0)
+            fail_msg("camera %u: no socket for its %s endpoint (%s) under a limit of %lu "
+                     "descriptors", i, services[k], strerror(-fd), (unsigned long)ll->limit);
+        spec.endpoints[k].listen_fd = fd;
+        spec.endpoints[k].port = cr_sock_port(fd);
+    }
+    cr_strlcpy(ll->serial, spec.serial, sizeof(ll->serial));
+    fx.serial = ll->serial;
+    fx.rtsp_port = spec.endpoints[n - 1].port;
+    assert_int_equal(rly_relay_camera_put(fx.relay, &spec), 0);
+    struct rly_camera_status st;
+    uint64_t deadline = cr_now_ms() + 2000;
+    while (rly_relay_camera_status(fx.relay, spec.serial, &st) != 0) {
+        assert_true(cr_now_ms() < deadline);
+        usleep(200);
+    }
+    /* The worker closes the listeners' descriptors right after adding the camera (the status
+     * shows it a moment before). */
+    int open = wait_fds_at_most(want, 2000);
+    if (open != want)
+        fail_msg("after camera %u (limit %lu): %d descriptors open, %d expected", i,
+                 (unsigned long)ll->limit, open, want);
 }
 
 /* A relay whose descriptor limit is smaller than its cameras' endpoints serves every camera:
  * an endpoint listener keeps only its registered file, so registering cameras costs no
  * descriptor. Three times the limit in endpoints are registered one camera at a time; then
- * one of the last cameras streams through its second endpoint. */
+ * the last camera streams through its second endpoint. */
 static void test_relay_endpoints_hold_no_descriptor(void **state)
 {
     struct low_limit *ll = *state;
-    static const char *const services[2] = {"rtsp", "http"};
     unsigned n_cameras = (unsigned)ll->limit * 3 / 2;
-    struct rly_camera_spec spec = {.n_endpoints = 2, .iterations = CR_AUTH_ITERATIONS_MIN};
-    cr_auth_make_verifier(&fx.secret, spec.iterations, spec.salt, spec.stored_key);
-    for (unsigned i = 0; i < n_cameras; i++) {
-        char serial[RLY_NAME_MAX];
-        snprintf(serial, sizeof(serial), "ACCC8E1%05u", i);
-        cr_strlcpy(spec.serial, serial, sizeof(spec.serial));
-        for (unsigned k = 0; k < 2; k++) {
-            cr_strlcpy(spec.endpoints[k].service, services[k], sizeof(spec.endpoints[k].service));
-            int fd = cr_tcp_listen("127.0.0.1:0", 0, 16);
-            if (fd < 0)
-                fail_msg("camera %u of %u: no socket for its %s endpoint (%s) under a limit of "
-                         "%lu descriptors", i, n_cameras, services[k], strerror(-fd),
-                         (unsigned long)ll->limit);
-            spec.endpoints[k].listen_fd = fd;
-            spec.endpoints[k].port = cr_sock_port(fd);
-        }
-        if (i == n_cameras - 1) { /* the helpers stream from the last camera's second endpoint */
-            cr_strlcpy(ll->serial, serial, sizeof(ll->serial));
-            fx.serial = ll->serial;
-            fx.rtsp_port = spec.endpoints[1].port;
-        }
-        assert_int_equal(rly_relay_camera_put(fx.relay, &spec), 0);
-        struct rly_camera_status st;
-        uint64_t deadline = cr_now_ms() + 2000;
-        while (rly_relay_camera_status(fx.relay, serial, &st) != 0) {
-            assert_true(cr_now_ms() < deadline);
-            usleep(200);
-        }
-        /* The worker closes the listeners' descriptors right after adding the camera (the
-         * status shows it a moment before): the count comes back to where it was before the
-         * first camera. */
-        int open = wait_fds_at_most(ll->fds_started, 2000);
-        if (open != ll->fds_started)
-            fail_msg("after camera %u of %u (%u endpoints, limit %lu): %d descriptors open, %d "
-                     "before the first camera", i + 1, n_cameras, 2 * (i + 1),
-                     (unsigned long)ll->limit, open, ll->fds_started);
-    }
+    for (unsigned i = 0; i < n_cameras; i++)
+        put_low_limit_camera(ll, i, 2, ll->fds_started);
 
     struct cr_link tunnel, data;
     int rec;
     open_stream(&tunnel, &data, &rec, 0);
     assert_true(wait_online(1, 2000));
     relay_both_ways(&data, rec, 1 << 20);
+    end_stream(&tunnel, &data, rec);
+}
+
+/* When the kernel allows fewer registered files than the relay has connection slots (a low
+ * hard limit), the table goes to listeners first: a listener that finds it full takes the
+ * slot of a connection, which goes on through its descriptor. Here the table (the hard limit,
+ * L slots) is filled with the external listener, L - 4 cameras' endpoints and a stream's
+ * three connections; two more cameras must still cost no descriptor, the stream whose
+ * connections lost their slots must carry 1 MiB intact both ways, and a new camera's
+ * endpoint must still take recorders. */
+static void test_relay_listeners_take_slots_from_connections(void **state)
+{
+    struct low_limit *ll = *state;
+    unsigned table = (unsigned)ll->limit, i = 0;
+    for (; i < table - 4; i++)
+        put_low_limit_camera(ll, i, 1, ll->fds_started);
+
+    struct cr_link tunnel, data;
+    int rec;
+    open_stream(&tunnel, &data, &rec, 0); /* the last free slots; 3 descriptors each side */
+    assert_true(wait_online(1, 2000));
+    struct cr_link *streaming = &data;
+    char serial[RLY_NAME_MAX];
+    cr_strlcpy(serial, ll->serial, sizeof(serial));
+    for (unsigned k = 0; k < 2; k++, i++)
+        put_low_limit_camera(ll, i, 1, ll->fds_started + 6);
+    struct rly_camera_status st;
+    assert_int_equal(rly_relay_camera_status(fx.relay, serial, &st), 0);
+    assert_int_equal(st.online, 1); /* the stream's three connections are all still there */
+
+    relay_both_ways(streaming, rec, 1 << 20);
+
+    char port[32];
+    uint8_t b;
+    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port); /* the last camera: offline */
+    int offline = cr_tcp_connect(port, 2000);
+    assert_true(offline >= 0);
+    struct pollfd p = {.fd = offline, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    assert_true(read(offline, &b, 1) <= 0); /* accepted, then closed: no camera online */
+    close(offline);
+
+    fx.serial = serial; /* end_stream waits for the streaming camera */
     end_stream(&tunnel, &data, rec);
 }
 
@@ -1066,6 +1131,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relay_endpoints_hold_no_descriptor, setup_low_limit,
                                         teardown_low_limit),
         cmocka_unit_test(test_relay_recorder_for_offline_camera_closed),
+        /* Last: it lowers the hard descriptor limit, which cannot be raised again. */
+        cmocka_unit_test_setup_teardown(test_relay_listeners_take_slots_from_connections,
+                                        setup_small_table, teardown_low_limit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
