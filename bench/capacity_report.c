@@ -119,12 +119,20 @@ static uint32_t common_step(const struct cap_paced *a, const struct cap_paced *b
     return best;
 }
 
-/* Why the ramp's result is what it is: its last step passed (a lower bound), or a step failed. */
-static const char *limited_by(const struct cap_opts *o, const struct cap_paced *pr)
+/* Why the ramp's result is what it is: its last step passed (a lower bound), or a step failed
+ * (and whether a later one passed again). Returns buf. */
+static const char *limited_by(const struct cap_opts *o, const struct cap_paced *pr, char *buf,
+                              size_t len)
 {
     if (pr->n_steps && pr->steps[pr->n_steps - 1].pass && pr->max_streams == o->ramp_max)
-        return "ramp max: not saturated, a lower bound";
-    return pr->max_streams ? "latency budget or lost frames in the next step" : "latency budget";
+        snprintf(buf, len, "ramp max: not saturated, a lower bound");
+    else if (pr->max_pass_any > pr->max_streams)
+        snprintf(buf, len, "latency budget or lost frames in the next step (a later step, %u, "
+                 "passed again)", pr->max_pass_any);
+    else
+        snprintf(buf, len, "%s", pr->max_streams ? "latency budget or lost frames in the next step"
+                                                 : "latency budget");
+    return buf;
 }
 
 void cap_report_summary(FILE *out, const struct cap_results *r)
@@ -150,7 +158,7 @@ void cap_report_summary(FILE *out, const struct cap_results *r)
                         pr->error[0] ? ": " : "", pr->error);
                 continue;
             }
-            char cpu[16] = "-", per_gb[16] = "-", rss[16] = "-";
+            char cpu[16] = "-", per_gb[16] = "-", rss[16] = "-", why[128];
             if (isfinite(b->peer_cpu_pct)) {
                 snprintf(cpu, sizeof(cpu), "%.1f", b->peer_cpu_pct);
                 snprintf(per_gb, sizeof(per_gb), "%.3f", b->cpu_s_per_gb);
@@ -159,7 +167,7 @@ void cap_report_summary(FILE *out, const struct cap_results *r)
             fprintf(out, "%-14s %11u %8.1f %7.2f %6.2f %6s %9s %9s %-12s  %s\n",
                     cap_peer_names[p], pr->max_streams, b->goodput_mbps, b->p99_ms, b->late_pct,
                     cpu, per_gb, rss, pr->path[0] ? pr->path : "-",
-                    pr->error[0] ? pr->error : limited_by(o, pr));
+                    pr->error[0] ? pr->error : limited_by(o, pr, why, sizeof(why)));
         }
         for (size_t k = 0; k < CR_ARRAY_SIZE(baselines); k++) {
             const struct baseline *bl = &baselines[k];
@@ -353,7 +361,9 @@ static json_t *paced_json(const struct cap_results *r)
                             best ? jnum(best->cpu_s_per_gb) : json_null());
         json_object_set_new(pj, "rss_per_stream_bytes_at_max",
                             best ? jbytes(best->rss_per_stream) : json_null());
-        json_object_set_new(pj, "limited_by", json_string(limited_by(o, pr)));
+        char why[128];
+        json_object_set_new(pj, "max_passing_step", jint(pr->max_pass_any));
+        json_object_set_new(pj, "limited_by", json_string(limited_by(o, pr, why, sizeof(why))));
         json_object_set_new(pj, "relay_stream_path",
                             pr->path[0] ? json_string(pr->path) : json_null());
         json_object_set_new(pj, "error", pr->error[0] ? json_string(pr->error) : json_null());

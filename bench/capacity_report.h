@@ -28,7 +28,11 @@ struct cap_paced {
     int ran;
     char error[160];
     char path[24];          /* relay peers: the stream path its streams took (plain...) */
-    uint32_t n_steps, max_streams; /* largest passing step; 0 = none */
+    uint32_t n_steps;
+    /* The last step of the ramp's unbroken run of passing steps (0 = none): every load up
+     * to it was held. A step that passes after one has failed does not count, since the
+     * load below it was not held; max_pass_any is the largest passing step anywhere. */
+    uint32_t max_streams, max_pass_any;
     struct cap_step steps[CAP_MAX_STEPS];
 };
 

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin/camrelay-bench}
 OUT=${OUT:-build/bench}
 RAMP=${RAMP:-100:300:1600}
-CAP_RAMP=${CAP_RAMP:-2500:250:6000}
+CAP_RAMP=${CAP_RAMP:-2500:250:6500}
 STEP_SECONDS=${STEP_SECONDS:-5}
 PACED_PEERS=${PACED_PEERS:-camrelay,haproxy-tls,camrelay-plain,haproxy}
 IDLE_TUNNELS=${IDLE_TUNNELS:-10000}

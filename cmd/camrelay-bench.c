@@ -265,6 +265,7 @@ static void run_paced(struct cap_results *r, const struct verifier *v, int peer,
     res->ran = 1;
     if (setup(r, v, CAP_PACED, peer, o->ramp_max, &g, &pp, res->error, sizeof(res->error)) < 0)
         goto out;
+    int held = 1; /* every step so far passed */
     for (uint32_t n = o->ramp_start; n <= o->ramp_max && res->n_steps < CAP_MAX_STEPS;
          n += o->ramp_step) {
         if (cap_peer_is_relay(peer) && cap_peer_add_cameras(&pp, n - pp.n_cams, 1) < 0) {
@@ -297,8 +298,11 @@ static void run_paced(struct cap_results *r, const struct verifier *v, int peer,
                       pp.rss_base_kb);
         cap_report_step(stdout, peer, st, *header);
         *header = 0;
-        if (st->pass)
+        held &= st->pass;
+        if (held)
             res->max_streams = n;
+        if (st->pass)
+            res->max_pass_any = n;
         if (st->late_pct > 20.0) {
             snprintf(res->error, sizeof(res->error), "saturated at %u streams (%.0f%% late): "
                      "ramp stopped", n, st->late_pct);
