@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The default capacity run of camrelay-bench (about 8 minutes): a paced ramp for the TLS pair
+# The default capacity run of camrelay-bench (about 15 minutes): a paced ramp for the TLS pair
 # (camrelay, haproxy-tls) and the plaintext pair (camrelay-plain, haproxy), a capacity ramp
-# over TLS to saturation (one relay worker against one haproxy thread), bulk for every peer,
-# 10,000 idle tunnels, 10 s of handshakes. Everything but the capacity ramp goes into one
-# JSON file (each run adds its section); the two ramps get SVG plots.
+# over TLS to saturation (one relay worker against one haproxy thread), 1,000 paced streams on
+# one thread per peer with a short batch wait (latency against CPU), bulk for every peer,
+# 10,000 idle tunnels, 10 s of handshakes. Everything but the capacity ramp and the one-thread
+# step goes into one JSON file (each run adds its section); the two ramps get SVG plots.
 #
 #   bench/run-capacity.sh                 build/bench/capacity.json and capacity.svg
 #   OUT=/tmp/x PACED_PEERS=camrelay,haproxy-tls RAMP=1000:1000:4000 bench/run-capacity.sh
@@ -31,7 +32,8 @@ if ! command -v haproxy >/dev/null; then
     exit 1
 fi
 mkdir -p "$OUT"
-rm -f "$OUT"/capacity.json "$OUT"/capacity.svg "$OUT"/capacity-ramp.json "$OUT"/capacity-ramp.svg
+rm -f "$OUT"/capacity.json "$OUT"/capacity.svg "$OUT"/capacity-ramp.json "$OUT"/capacity-ramp.svg \
+    "$OUT"/capacity-1thread.json
 JSON="$OUT/capacity.json"
 status=0
 
@@ -49,10 +51,15 @@ run "$BIN" --mode paced --peer "$PACED_PEERS" --ramp "$RAMP" --seconds "$STEP_SE
 run "$BIN" --mode paced --peer camrelay,haproxy-tls --ramp "$CAP_RAMP" --seconds "$STEP_SECONDS" \
     --workers 1 --gen-threads 2 --json "$OUT/capacity-ramp.json" \
     --plot "$OUT/capacity-ramp.svg" --note "$NOTE"
+# 1,000 streams with one thread per peer and a 200 us batch wait: a window half as long
+# gathers as many frames as with two workers (docs/benchmark.md, "Latency against CPU").
+run "$BIN" --mode paced --peer "$PACED_PEERS" --streams 1000 --seconds 10 --workers 1 \
+    --batch-wait-us 200 --json "$OUT/capacity-1thread.json" --note "$NOTE"
 run "$BIN" --mode bulk --peer all --seconds "$STEP_SECONDS" --json "$JSON" --note "$NOTE"
 run "$BIN" --mode idle --streams "$IDLE_TUNNELS" --json "$JSON" --note "$NOTE"
 run "$BIN" --mode handshakes --seconds 10 --json "$JSON" --note "$NOTE"
 
 echo "run-capacity: results in $JSON and $OUT/capacity.svg; the capacity ramp in" \
-    "$OUT/capacity-ramp.json and $OUT/capacity-ramp.svg"
+    "$OUT/capacity-ramp.json and $OUT/capacity-ramp.svg; one thread each in" \
+    "$OUT/capacity-1thread.json"
 exit $status
