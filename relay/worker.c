@@ -142,7 +142,8 @@ static void conn_register(struct rly_worker *w, struct rly_conn *c)
 }
 
 /* Takes c's socket out of the registered files. No SQE naming the slot can still be queued:
- * a connection is freed only once its operations have completed. */
+ * a connection is freed only once its operations have completed, and a closing listener
+ * submits what is queued first (rly__conn_close). */
 static void conn_unregister(struct rly_worker *w, struct rly_conn *c)
 {
     int none = -1;
@@ -238,6 +239,16 @@ void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why)
         struct io_uring_sqe *sqe = get_sqe(w);
         io_uring_prep_cancel64(sqe, rly__ud(RLY_OP_ACCEPT, (uint32_t)rly__idx(w, c), c->gen), 0);
         io_uring_sqe_set_data64(sqe, rly__ud(RLY_OP_CANCEL, 0, 0));
+        /* A closing listener gives its slot back now, not when its accept's last completion
+         * comes: a listener put in the same batch of commands (a camera removed and put
+         * again) would otherwise find a table full of closing listeners and keep its
+         * descriptor for good. The accept keeps the socket meanwhile (the kernel took the
+         * file when it issued the request); a re-arm still queued is submitted first, while
+         * the slot still holds it. At a stop no listener comes after. */
+        if (c->fixed && !w->stopping) {
+            io_uring_submit(&w->ring);
+            conn_unregister(w, c);
+        }
     }
     /* Ends in-flight recv/send at once; the fd is closed when the last completion arrives. */
     if (c->fd >= 0 && (c->kind == RLY_CONN_AGENT || c->kind == RLY_CONN_RECORDER))

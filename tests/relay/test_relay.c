@@ -993,10 +993,12 @@ static int teardown_low_limit(void **state)
 }
 
 /* Registers camera i of the low-limit relay with n endpoints and waits until the worker has
- * it. The last endpoint of the camera named last becomes the helpers' (fx.serial,
+ * it; with removed, removes that camera first, back to back (a control plane re-registering a
+ * camera). The last endpoint of the camera named last becomes the helpers' (fx.serial,
  * fx.rtsp_port). Then checks that the process holds want descriptors: endpoint listeners in
  * the ring's table hold none. */
-static void put_low_limit_camera(struct low_limit *ll, unsigned i, unsigned n, int want)
+static void replace_low_limit_camera(struct low_limit *ll, const char *removed, unsigned i,
+                                     unsigned n, int want)
 {
     static const char *const services[2] = {"rtsp", "http"};
     struct rly_camera_spec spec = {.n_endpoints = n, .iterations = CR_AUTH_ITERATIONS_MIN};
@@ -1014,6 +1016,8 @@ static void put_low_limit_camera(struct low_limit *ll, unsigned i, unsigned n, i
     cr_strlcpy(ll->serial, spec.serial, sizeof(ll->serial));
     fx.serial = ll->serial;
     fx.rtsp_port = spec.endpoints[n - 1].port;
+    if (removed)
+        assert_int_equal(rly_relay_camera_del(fx.relay, removed), 0);
     assert_int_equal(rly_relay_camera_put(fx.relay, &spec), 0);
     struct rly_camera_status st;
     uint64_t deadline = cr_now_ms() + 2000;
@@ -1027,6 +1031,11 @@ static void put_low_limit_camera(struct low_limit *ll, unsigned i, unsigned n, i
     if (open != want)
         fail_msg("after camera %u (limit %lu): %d descriptors open, %d expected", i,
                  (unsigned long)ll->limit, open, want);
+}
+
+static void put_low_limit_camera(struct low_limit *ll, unsigned i, unsigned n, int want)
+{
+    replace_low_limit_camera(ll, NULL, i, n, want);
 }
 
 /* A relay whose descriptor limit is smaller than its cameras' endpoints serves every camera:
@@ -1054,7 +1063,8 @@ static void test_relay_endpoints_hold_no_descriptor(void **state)
  * L slots) is filled with the external listener, L - 4 cameras' endpoints and a stream's
  * three connections; two more cameras must still cost no descriptor, the stream whose
  * connections lost their slots must carry 1 MiB intact both ways, and a new camera's
- * endpoint must still take recorders. */
+ * endpoint must still take recorders. Then, with the table full of listeners, a camera
+ * removed and another put at once must cost no descriptor either. */
 static void test_relay_listeners_take_slots_from_connections(void **state)
 {
     struct low_limit *ll = *state;
@@ -1089,6 +1099,15 @@ static void test_relay_listeners_take_slots_from_connections(void **state)
 
     fx.serial = serial; /* end_stream waits for the streaming camera */
     end_stream(&tunnel, &data, rec);
+
+    /* One more camera fills the table with listeners. A camera removed and another put right
+     * after it must still cost no descriptor: the removed camera's listener gives its slot back
+     * at once, not when its accept's cancellation has completed (by then the put has been
+     * handled, and its listener would keep its descriptor for good). */
+    put_low_limit_camera(ll, i++, 1, ll->fds_started);
+    char removed[RLY_NAME_MAX];
+    snprintf(removed, sizeof(removed), "ACCC8E1%05u", 0u);
+    replace_low_limit_camera(ll, removed, i++, 1, ll->fds_started);
 }
 
 static void test_relay_recorder_for_offline_camera_closed(void **state)
