@@ -97,13 +97,21 @@ static int is_listener(const struct rly_conn *c)
  * RLIMIT_NOFILE), the table goes to listeners first: each one there is a descriptor saved,
  * while a connection there only saves a look-up per operation. -1 when only listeners hold
  * slots. */
+/* Before a slot changes hands: the kernel resolves a fixed file when it issues a request, so
+ * whatever is queued and may still name the slot is submitted while the slot is still its
+ * owner's. 0 when nothing is left queued; -1 when the kernel took only part (the slot must
+ * then stay as it is). This holds as long as no SQE is issued after its submission: no
+ * IOSQE_IO_LINK, IOSQE_ASYNC or IOSQE_IO_DRAIN on an SQE that names a slot. */
+static int submit_before_slot_change(struct rly_worker *w)
+{
+    io_uring_submit(&w->ring);
+    return io_uring_sq_ready(&w->ring) == 0 ? 0 : -1;
+}
+
 static int32_t slot_evict(struct rly_worker *w)
 {
-    if (!w->n_slot_conns)
+    if (!w->n_slot_conns || submit_before_slot_change(w) < 0)
         return -1;
-    /* The kernel resolves a fixed file when it issues a request: whatever is queued and still
-     * names the slot is submitted while the slot is still the victim's. */
-    io_uring_submit(&w->ring);
     for (;;) { /* ends: n_slot_conns says a connection holds a slot */
         uint32_t s = w->slot_scan;
         w->slot_scan = s + 1 < w->n_fixed ? s + 1 : 0;
@@ -132,6 +140,8 @@ static void conn_register(struct rly_worker *w, struct rly_conn *c)
     if (slot < 0)
         return;
     if (io_uring_register_files_update(&w->ring, (unsigned)slot, &c->fd, 1) != 1) {
+        int none = -1; /* an evicted slot may still hold its last owner's socket open */
+        io_uring_register_files_update(&w->ring, (unsigned)slot, &none, 1);
         w->slot_free[w->n_slot_free++] = (uint32_t)slot;
         return;
     }
@@ -245,10 +255,8 @@ void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why)
          * descriptor for good. The accept keeps the socket meanwhile (the kernel took the
          * file when it issued the request); a re-arm still queued is submitted first, while
          * the slot still holds it. At a stop no listener comes after. */
-        if (c->fixed && !w->stopping) {
-            io_uring_submit(&w->ring);
+        if (c->fixed && !w->stopping && submit_before_slot_change(w) == 0)
             conn_unregister(w, c);
-        }
     }
     /* Ends in-flight recv/send at once; the fd is closed when the last completion arrives. */
     if (c->fd >= 0 && (c->kind == RLY_CONN_AGENT || c->kind == RLY_CONN_RECORDER))
