@@ -97,12 +97,13 @@ static int is_listener(const struct rly_conn *c)
  * RLIMIT_NOFILE), the table goes to listeners first: each one there is a descriptor saved,
  * while a connection there only saves a look-up per operation. -1 when only listeners hold
  * slots. */
-/* Before a slot changes hands: the kernel resolves a fixed file when it issues a request, so
- * whatever is queued and may still name the slot is submitted while the slot is still its
- * owner's. 0 when nothing is left queued; -1 when the kernel took only part (the slot must
- * then stay as it is). This holds as long as no SQE is issued after its submission: no
- * IOSQE_IO_LINK, IOSQE_ASYNC or IOSQE_IO_DRAIN on an SQE that names a slot. */
-static int submit_before_slot_change(struct rly_worker *w)
+/* Before a slot changes hands, or a descriptor is closed that queued SQEs may name: the
+ * kernel resolves a file when it issues a request, so whatever is queued is submitted while
+ * the slot or descriptor is still its owner's. 0 when nothing is left queued; -1 when the
+ * kernel took only part (the slot or descriptor must then stay as it is). This holds as long
+ * as no SQE is issued after its submission: no IOSQE_IO_LINK, IOSQE_ASYNC or IOSQE_IO_DRAIN
+ * on an SQE that names a connection's file. */
+static int submit_queued(struct rly_worker *w)
 {
     io_uring_submit(&w->ring);
     return io_uring_sq_ready(&w->ring) == 0 ? 0 : -1;
@@ -110,7 +111,7 @@ static int submit_before_slot_change(struct rly_worker *w)
 
 static int32_t slot_evict(struct rly_worker *w)
 {
-    if (!w->n_slot_conns || submit_before_slot_change(w) < 0)
+    if (!w->n_slot_conns || submit_queued(w) < 0)
         return -1;
     for (;;) { /* ends: n_slot_conns says a connection holds a slot */
         uint32_t s = w->slot_scan;
@@ -166,6 +167,27 @@ static void conn_unregister(struct rly_worker *w, struct rly_conn *c)
     c->fixed = 0;
 }
 
+/* Endpoint listeners that kept their descriptor because the table was full of listeners
+ * move into slots that have come free since, and close the descriptor: the table still goes
+ * to listeners first once the pressure has passed. Between completion batches. */
+static void promote_listeners(struct rly_worker *w)
+{
+    for (uint32_t seen = 0; seen < w->n_conns && w->n_unslotted && w->n_slot_free; seen++) {
+        struct rly_conn *l = &w->conns[w->promote_scan];
+        w->promote_scan = w->promote_scan + 1 < w->n_conns ? w->promote_scan + 1 : 0;
+        if (l->kind != RLY_CONN_LISTEN_ENDPOINT || l->fixed || l->fd < 0 || l->closing)
+            continue;
+        if (submit_queued(w) < 0) /* a queued accept may still name the descriptor */
+            return;
+        conn_register(w, l);
+        if (!l->fixed)
+            return;
+        close(l->fd);
+        l->fd = -1;
+        w->n_unslotted--;
+    }
+}
+
 /* The file an SQE names for c, and the flag that says which kind it is. */
 static void sqe_file(struct rly_worker *w, struct io_uring_sqe *sqe, struct rly_conn *c)
 {
@@ -215,6 +237,8 @@ static void conn_free(struct rly_worker *w, struct rly_conn *c)
     }
     buf_release(w, &c->out);
     buf_release(w, &c->frame);
+    if (c->kind == RLY_CONN_LISTEN_ENDPOINT && w->n_fixed && !c->fixed && c->fd >= 0)
+        w->n_unslotted--; /* counted by camera_listen */
     conn_unregister(w, c);
     if (c->fd >= 0)
         close(c->fd);
@@ -255,7 +279,7 @@ void rly__conn_close(struct rly_worker *w, struct rly_conn *c, const char *why)
          * descriptor for good. The accept keeps the socket meanwhile (the kernel took the
          * file when it issued the request); a re-arm still queued is submitted first, while
          * the slot still holds it. At a stop no listener comes after. */
-        if (c->fixed && !w->stopping && submit_before_slot_change(w) == 0)
+        if (c->fixed && !w->stopping && submit_queued(w) == 0)
             conn_unregister(w, c);
     }
     /* Ends in-flight recv/send at once; the fd is closed when the last completion arrives. */
@@ -585,6 +609,8 @@ static void camera_listen(struct rly_worker *w, struct rly_camera *cam, int32_t 
         if (l->fixed) { /* the registered file keeps the socket: free the descriptor */
             close(l->fd);
             l->fd = -1;
+        } else if (w->n_fixed) {
+            w->n_unslotted++; /* the table is full of listeners: promote_listeners, later */
         }
         arm_accept(w, l);
     }
@@ -949,6 +975,8 @@ static void *worker_main(void *arg)
             n++;
         }
         io_uring_cq_advance(&w->ring, n);
+        if (w->n_unslotted && w->n_slot_free)
+            promote_listeners(w);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         rly__stat_add(&w->stat_completions, n);
         rly__stat_add(&w->stat_busy_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +

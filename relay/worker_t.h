@@ -230,6 +230,8 @@ struct rly_worker {
     uint32_t *slot_free, n_slot_free; /* free slots, a stack */
     uint32_t n_slot_conns; /* slots held by connections (not listeners): a listener may take one */
     uint32_t slot_scan;    /* where the next search for such a slot starts */
+    uint32_t n_unslotted;  /* endpoint listeners holding a descriptor: no slot was left */
+    uint32_t promote_scan; /* where the next search for one of them starts */
     /* Written by this worker only, read by the control plane for metrics. */
     _Atomic uint32_t stat_conns, stat_cameras, stat_tunnels, stat_streams;
     _Atomic uint64_t stat_completions, stat_busy_ns;

@@ -899,6 +899,20 @@ static int wait_fds_at_most(int want, int timeout_ms)
     return n;
 }
 
+/* A recorder connecting to an offline camera's endpoint port is accepted, then closed. */
+static void assert_offline_endpoint_accepts(uint16_t port_no)
+{
+    char port[32];
+    uint8_t b;
+    snprintf(port, sizeof(port), "127.0.0.1:%u", port_no);
+    int rec = cr_tcp_connect(port, 2000);
+    assert_true(rec >= 0);
+    struct pollfd p = {.fd = rec, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 3000), 1);
+    assert_true(read(rec, &b, 1) <= 0);
+    close(rec);
+}
+
 /* What the low-limit tests change, restored by their teardown on every path (a failed
  * assertion included): the descriptor limit and the fixture they point elsewhere. The hard
  * limit, once lowered, cannot be raised again: a test that lowers it runs last. */
@@ -1087,15 +1101,7 @@ static void test_relay_listeners_take_slots_from_connections(void **state)
 
     relay_both_ways(streaming, rec, 1 << 20);
 
-    char port[32];
-    uint8_t b;
-    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port); /* the last camera: offline */
-    int offline = cr_tcp_connect(port, 2000);
-    assert_true(offline >= 0);
-    struct pollfd p = {.fd = offline, .events = POLLIN};
-    assert_int_equal(poll(&p, 1, 3000), 1);
-    assert_true(read(offline, &b, 1) <= 0); /* accepted, then closed: no camera online */
-    close(offline);
+    assert_offline_endpoint_accepts(fx.rtsp_port); /* the last camera's */
 
     fx.serial = serial; /* end_stream waits for the streaming camera */
     end_stream(&tunnel, &data, rec);
@@ -1108,21 +1114,25 @@ static void test_relay_listeners_take_slots_from_connections(void **state)
     char removed[RLY_NAME_MAX];
     snprintf(removed, sizeof(removed), "ACCC8E1%05u", 0u);
     replace_low_limit_camera(ll, removed, i++, 1, ll->fds_started);
+
+    /* With only listeners in the table, one more camera's listener has no slot to take and
+     * keeps its descriptor; once another camera is removed, it moves into the freed slot and
+     * gives the descriptor up, and its endpoint still takes recorders. */
+    put_low_limit_camera(ll, i++, 1, ll->fds_started + 1);
+    snprintf(removed, sizeof(removed), "ACCC8E1%05u", 1u);
+    assert_int_equal(rly_relay_camera_del(fx.relay, removed), 0);
+    int open = wait_fds_at_most(ll->fds_started, 2000);
+    if (open != ll->fds_started)
+        fail_msg("after a camera was removed from a table full of listeners: %d descriptors "
+                 "open, %d expected", open, ll->fds_started);
+    assert_offline_endpoint_accepts(fx.rtsp_port);
 }
 
 static void test_relay_recorder_for_offline_camera_closed(void **state)
 {
-    char port[32];
-    uint8_t b;
     (void)state;
     assert_true(wait_online(0, 3000));
-    snprintf(port, sizeof(port), "127.0.0.1:%u", fx.rtsp_port);
-    int rec = cr_tcp_connect(port, 2000);
-    assert_true(rec >= 0);
-    struct pollfd p = {.fd = rec, .events = POLLIN};
-    assert_int_equal(poll(&p, 1, 3000), 1);
-    assert_true(read(rec, &b, 1) <= 0);
-    close(rec);
+    assert_offline_endpoint_accepts(fx.rtsp_port);
 
     /* Over this file's dozens of connections on two workers, some landed on the worker that
      * does not own the camera and were handed over; all the tests above passed through it. */
