@@ -50,8 +50,8 @@ static const char usage[] =
     "                          allow_plain_data, plaintext data connections: against haproxy),\n"
     "                          or all; idle and handshakes: camrelay only\n"
     "  --streams N             streams (paced: one step; idle: tunnels, default 10000)\n"
-    "  --ramp START:STEP:MAX   paced: steps of streams, e.g. 100:200:1500; the ramp stops after\n"
-    "                          a step with more than 20%% of frames late\n"
+    "  --ramp START:STEP:MAX   paced: steps of streams, e.g. 100:200:1500, MAX always the last;\n"
+    "                          the ramp stops after a step with more than 20%% of frames late\n"
     "  --kbps K                bitrate of each stream, kbit/s (default 500)\n"
     "  --fps F                 frames per second (default 8): frames of kbps*1000/8/fps bytes\n"
     "  --seconds S             measured seconds per step, bulk run and handshakes run (10)\n"
@@ -266,8 +266,10 @@ static void run_paced(struct cap_results *r, const struct verifier *v, int peer,
     if (setup(r, v, CAP_PACED, peer, o->ramp_max, &g, &pp, res->error, sizeof(res->error)) < 0)
         goto out;
     int held = 1; /* every step so far passed */
+    /* The last step is MAX itself, also when the steps do not land on it (a ramp capped by
+     * the descriptor limit): 2500:250:6496 ends with 6,250 and 6,496. */
     for (uint32_t n = o->ramp_start; n <= o->ramp_max && res->n_steps < CAP_MAX_STEPS;
-         n += o->ramp_step) {
+         n = n < o->ramp_max && n + o->ramp_step > o->ramp_max ? o->ramp_max : n + o->ramp_step) {
         if (cap_peer_is_relay(peer) && cap_peer_add_cameras(&pp, n - pp.n_cams, 1) < 0) {
             snprintf(res->error, sizeof(res->error), "the relay child stopped answering");
             break;
