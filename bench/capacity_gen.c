@@ -198,23 +198,30 @@ static int conn_open(struct gthread *t, struct stream *s, struct gconn *c, int r
     return epoll_ctl(t->ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+/* Writes from buf, one TLS record at most: the bytes taken, 0 when the socket is full (a TLS
+ * write that took none must be offered the same bytes again), -1 when the connection failed. */
+static ssize_t conn_write(struct gconn *c, const uint8_t *buf, uint32_t len)
+{
+    if (c->ssl) {
+        int r = SSL_write(c->ssl, buf, len > 16384 ? 16384 : (int)len);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        ERR_clear_error();
+        return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
+    }
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    return n >= 0 ? n : errno == EAGAIN ? 0 : -1;
+}
+
 /* Sends what obuf holds. Edge-triggered: a short write means the socket is full and EPOLLOUT
  * will call again. Returns 0, or -1 when the connection failed. */
 static int conn_flush(struct gconn *c)
 {
     while (c->olen) {
-        ssize_t n;
-        if (c->ssl) {
-            int r = SSL_write(c->ssl, c->obuf + c->ooff, c->olen > 16384 ? 16384 : (int)c->olen);
-            if (r <= 0) {
-                int e = SSL_get_error(c->ssl, r);
-                ERR_clear_error();
-                return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
-            }
-            n = r;
-        } else if ((n = send(c->fd, c->obuf + c->ooff, c->olen, MSG_NOSIGNAL)) < 0) {
-            return errno == EAGAIN ? 0 : -1;
-        }
+        ssize_t n = conn_write(c, c->obuf + c->ooff, c->olen);
+        if (n <= 0)
+            return (int)n;
         c->ooff += (uint32_t)n;
         c->olen -= (uint32_t)n;
     }
@@ -247,24 +254,11 @@ static int conn_send_frame(struct gconn *c, uint8_t *hot, const uint32_t h[8], u
         return conn_flush(c);
     }
     memcpy(hot, h, HDR_LEN);
-    ssize_t n;
-    if (c->ssl) {
-        /* One record (a frame < 16 KiB): all of it or, on WANT_WRITE, none of it, and then the
-         * retry must offer the same bytes, from obuf (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). */
-        int r = SSL_write(c->ssl, hot, (int)len);
-        if (r <= 0) {
-            int e = SSL_get_error(c->ssl, r);
-            ERR_clear_error();
-            if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ)
-                return -1;
-            r = 0;
-        }
-        n = r;
-    } else if ((n = send(c->fd, hot, len, MSG_NOSIGNAL)) < 0) {
-        if (errno != EAGAIN)
-            return -1;
-        n = 0;
-    }
+    /* A frame (< 16 KiB) is one TLS record: all of it or none, and then the retry offers the
+     * same bytes from obuf (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). */
+    ssize_t n = conn_write(c, hot, len);
+    if (n < 0)
+        return -1;
     c->ooff = 0;
     c->olen = len - (uint32_t)n;
     memcpy(c->obuf, hot + n, c->olen);

@@ -91,12 +91,6 @@ static int is_listener(const struct rly_conn *c)
     return c->kind == RLY_CONN_LISTEN_ENDPOINT || c->kind == RLY_CONN_LISTEN_EXTERNAL;
 }
 
-/* A slot for a listener when every slot is taken: one held by a connection. The connection
- * keeps its descriptor and goes on through it; the listener, once registered, closes its own
- * (camera_listen). So when the kernel allows fewer slots than connections (a low hard
- * RLIMIT_NOFILE), the table goes to listeners first: each one there is a descriptor saved,
- * while a connection there only saves a look-up per operation. -1 when only listeners hold
- * slots. */
 /* Before a slot changes hands, or a descriptor is closed that queued SQEs may name: the
  * kernel resolves a file when it issues a request, so whatever is queued is submitted while
  * the slot or descriptor is still its owner's. 0 when nothing is left queued; -1 when the
@@ -109,6 +103,12 @@ static int submit_queued(struct rly_worker *w)
     return io_uring_sq_ready(&w->ring) == 0 ? 0 : -1;
 }
 
+/* A slot for a listener when every slot is taken: one held by a connection. The connection
+ * keeps its descriptor and goes on through it; the listener, once registered, closes its own
+ * (listener_settle). So when the kernel allows fewer slots than connections (a low hard
+ * RLIMIT_NOFILE), the table goes to listeners first: each one there is a descriptor saved,
+ * while a connection there only saves a look-up per operation. -1 when only listeners hold
+ * slots. */
 static int32_t slot_evict(struct rly_worker *w)
 {
     if (!w->n_slot_conns || submit_queued(w) < 0)
@@ -167,6 +167,18 @@ static void conn_unregister(struct rly_worker *w, struct rly_conn *c)
     c->fixed = 0;
 }
 
+/* An endpoint listener in the registered files keeps only that file: its descriptor goes.
+ * One left out (the table was full of listeners) is counted for promote_listeners. */
+static void listener_settle(struct rly_worker *w, struct rly_conn *l)
+{
+    if (l->fixed) {
+        close(l->fd);
+        l->fd = -1;
+    } else if (w->n_fixed) {
+        w->n_unslotted++;
+    }
+}
+
 /* Endpoint listeners that kept their descriptor because the table was full of listeners
  * move into slots that have come free since, and close the descriptor: the table still goes
  * to listeners first once the pressure has passed. Between completion batches. */
@@ -179,12 +191,11 @@ static void promote_listeners(struct rly_worker *w)
             continue;
         if (submit_queued(w) < 0) /* a queued accept may still name the descriptor */
             return;
+        w->n_unslotted--; /* listener_settle counts it again if it stays out */
         conn_register(w, l);
+        listener_settle(w, l);
         if (!l->fixed)
             return;
-        close(l->fd);
-        l->fd = -1;
-        w->n_unslotted--;
     }
 }
 
@@ -238,7 +249,7 @@ static void conn_free(struct rly_worker *w, struct rly_conn *c)
     buf_release(w, &c->out);
     buf_release(w, &c->frame);
     if (c->kind == RLY_CONN_LISTEN_ENDPOINT && w->n_fixed && !c->fixed && c->fd >= 0)
-        w->n_unslotted--; /* counted by camera_listen */
+        w->n_unslotted--; /* counted by listener_settle */
     conn_unregister(w, c);
     if (c->fd >= 0)
         close(c->fd);
@@ -606,12 +617,7 @@ static void camera_listen(struct rly_worker *w, struct rly_camera *cam, int32_t 
         l->camera = cam_idx;
         l->service = (uint8_t)i;
         snprintf(l->addr, sizeof(l->addr), "endpoint %s/%s", cam->serial, ep->service);
-        if (l->fixed) { /* the registered file keeps the socket: free the descriptor */
-            close(l->fd);
-            l->fd = -1;
-        } else if (w->n_fixed) {
-            w->n_unslotted++; /* the table is full of listeners: promote_listeners, later */
-        }
+        listener_settle(w, l);
         arm_accept(w, l);
     }
 }
