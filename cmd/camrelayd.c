@@ -61,6 +61,7 @@ struct relayd_opts {
     long workers;
     int metrics_per_camera;
     int allow_plain_data;
+    int kernel_tls;
 };
 
 /* reloadable = 1: SIGHUP and `camrelayctl reload` apply a new value without a restart (see
@@ -108,6 +109,9 @@ static const struct cr_opt opts_table[] = {
     OPT("allow-plain-data", CR_OPT_BOOL, allow_plain_data, "false", 0,
         "accept plaintext data connections from agents (data_plain), relayed without TLS: only "
         "for sites whose link is already private (VPN, private APN); tunnels stay TLS"),
+    OPT("kernel-tls", CR_OPT_BOOL, kernel_tls, "true", 0,
+        "hand the camera's direction of TLS data connections to the kernel (kTLS) and splice "
+        "it, where the kernel has TLS; false keeps them on camrelay's own record layer"),
     OPT("http-listen", CR_OPT_STR, http_listen, "127.0.0.1:9090", 0,
         "internal plain-HTTP port: status page /, /metrics, /api/cameras (\"\" = off; keep it "
         "on a trusted network)"),
@@ -734,6 +738,7 @@ int main(int argc, char **argv)
         .workers = (uint32_t)r.o.workers,
         .batch_wait_us = (uint32_t)r.o.batch_wait_us,
         .allow_plain_data = r.o.allow_plain_data,
+        .no_kernel_tls = !r.o.kernel_tls,
         .on_event = ctl_relayd_on_event,
         .event_ctx = r.ctl,
     };

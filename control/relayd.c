@@ -19,11 +19,15 @@
 #include "relay/relay.h"
 
 #define EVENT_BATCH 64
-/* The data path applies camera_put/camera_del asynchronously on its worker threads, so a port
- * freed by a removal may still be held for a moment, and a camera just put may not be known
- * to it yet. Both are retried this many times, this far apart. */
-#define DATA_PATH_RETRIES 10
-#define DATA_PATH_RETRY_US 20000
+/* The data path applies camera_del asynchronously on its worker threads, so a port freed by a
+ * removal may still be held for a moment: a registration retries a port in use this long,
+ * this often. */
+#define PORT_IN_USE_WAIT_MS 200
+#define PORT_RETRY_US 20000
+/* At start-up the endpoint ports may still be held by the relay that ran before: a killed
+ * one's listeners go only when the kernel has torn its io_uring down, seconds later on older
+ * kernels. Ports in use are retried until this long after loading began, then given up. */
+#define LOAD_PORT_WAIT_MS 10000
 #define FD_WAIT_RETRIES 2000 /* 2 s in all */
 #define FD_WAIT_US 1000
 
@@ -117,12 +121,14 @@ static int cams_base(struct ctl_relayd *d, const char *serial, uint64_t *bytes)
 /* ---- endpoints and the data path ---- */
 
 /*
- * Binds the endpoint listeners of cam into spec (serial and verifier copied too). all_or_none:
- * on the first failure close what was bound and return -errno, naming the endpoint in err;
- * otherwise skip endpoints that fail (logged) and return how many bound.
+ * Binds the endpoint listeners of cam into spec (serial and verifier copied too), retrying a
+ * port in use until in_use_until_ms (cr_now_ms time). all_or_none: on the first failure close
+ * what was bound and return -errno, naming the endpoint in err; otherwise skip endpoints that
+ * fail (logged) and return how many bound.
  */
 static int bind_endpoints(struct ctl_relayd *d, const struct ctl_camera *cam,
-                          struct rly_camera_spec *spec, int all_or_none, char *err, size_t errlen)
+                          struct rly_camera_spec *spec, int all_or_none, uint64_t in_use_until_ms,
+                          char *err, size_t errlen)
 {
     memset(spec, 0, sizeof(*spec));
     cr_strlcpy(spec->serial, cam->serial, sizeof(spec->serial));
@@ -135,8 +141,8 @@ static int bind_endpoints(struct ctl_relayd *d, const struct ctl_camera *cam,
         char addr[128];
         join_host_port(addr, sizeof(addr), d->internal_host, ep->port);
         int fd = cr_tcp_listen(addr, 0, 128);
-        for (int t = 0; fd == -EADDRINUSE && all_or_none && t < DATA_PATH_RETRIES; t++) {
-            usleep(DATA_PATH_RETRY_US); /* a removed camera's listener still closing */
+        while (fd == -EADDRINUSE && cr_now_ms() < in_use_until_ms) {
+            usleep(PORT_RETRY_US); /* a listener of ours still closing */
             fd = cr_tcp_listen(addr, 0, 128);
         }
         /* The data path keeps a listener as a registered file and closes its descriptor when
@@ -184,6 +190,7 @@ static int put_camera(struct ctl_relayd *d, struct rly_camera_spec *spec)
 struct load_ctx {
     struct ctl_relayd *d;
     int loaded;
+    uint64_t ports_wait_until; /* cr_now_ms: a port in use is retried until then */
 };
 
 static int load_one(const struct ctl_camera *cam, void *arg)
@@ -193,7 +200,7 @@ static int load_one(const struct ctl_camera *cam, void *arg)
     struct rly_camera_spec spec;
     char err[512];
 
-    bind_endpoints(d, cam, &spec, 0, err, sizeof(err));
+    bind_endpoints(d, cam, &spec, 0, lc->ports_wait_until, err, sizeof(err));
     int rc = put_camera(d, &spec);
     if (rc < 0) {
         cr_err("camera %s: the data path refused it: %s", cam->serial, strerror(-rc));
@@ -206,7 +213,7 @@ static int load_one(const struct ctl_camera *cam, void *arg)
 
 int ctl_relayd_load_cameras(struct ctl_relayd *d)
 {
-    struct load_ctx lc = {d, 0};
+    struct load_ctx lc = {d, 0, cr_now_ms() + LOAD_PORT_WAIT_MS};
     int rc = ctl_registry_camera_foreach(d->reg, NULL, load_one, &lc);
     if (rc < 0) {
         cr_err("cannot read the registered cameras: %s", strerror(-rc));
@@ -453,7 +460,7 @@ static void op_register(struct ctl_relayd *d, const Camrelay__CameraRegister *r,
         goto out_unlock;
     }
 
-    rc = bind_endpoints(d, &cam, &spec, 1, err, sizeof(err));
+    rc = bind_endpoints(d, &cam, &spec, 1, cr_now_ms() + PORT_IN_USE_WAIT_MS, err, sizeof(err));
     if (rc >= 0) {
         rc = put_camera(d, &spec);
         if (rc < 0)

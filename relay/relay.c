@@ -65,7 +65,7 @@ int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
         SSL_CTX_up_ref(r->tls);
         keep_secrets(r->tls);
     }
-    r->ktls = rly_ktls_available();
+    r->ktls = !cfg->no_kernel_tls && rly_ktls_available();
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     r->n_workers = cfg->workers ? cfg->workers : (unsigned)(cores > 0 ? cores : 1);
     if (r->n_workers > 256)
@@ -96,6 +96,9 @@ int rly_relay_start(const struct rly_config *cfg, struct rly_relay **out)
      * in-place userspace record layer otherwise (relay/stream.c: choose_path). */
     if (r->ktls)
         cr_info("kernel TLS is available: TLS data connections are spliced through kTLS");
+    else if (cfg->no_kernel_tls)
+        cr_info("kernel TLS turned off (kernel-tls = false): TLS data connections use the "
+                "in-place userspace record layer");
     else
         cr_info("kernel TLS not available (%s): TLS data connections use the in-place "
                 "userspace record layer",

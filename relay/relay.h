@@ -33,6 +33,10 @@ struct rly_config {
                                     (a framed DataHello instead of a TLS ClientHello) and
                                     splice them: for sites whose link is already private (a
                                     VPN, a private APN). Tunnels are always TLS. */
+    int no_kernel_tls;           /* keep TLS data connections on our in-place record layer
+                                    even where the kernel has kTLS (0: kTLS where it exists):
+                                    for a kernel whose TLS offload misbehaves, and for tests of
+                                    the in-place path on such kernels */
     rly_event_fn on_event;
     void *event_ctx;
 };

@@ -1011,6 +1011,11 @@ static void *worker_main(void *arg)
         }
         io_uring_cq_advance(&w->ring, n);
     }
+    /* Endpoint listeners live on in the ring's file table. Freeing the ring lets them go only
+     * when the kernel's teardown of it gets round to it, which on older kernels (6.1) is
+     * seconds later, after the process has gone: a relay restarted at once would find its own
+     * ports still listening. Unregistering waits until the kernel has released them. */
+    io_uring_unregister_files(&w->ring);
     io_uring_queue_exit(&w->ring);
     return NULL;
 }

@@ -14,6 +14,9 @@ PACKAGES=(
     haproxy gnuplot-nox
     # packaging: make deb, make image, tests/e2e/test_image.sh, tests/packaging/test_deb.sh
     debhelper lintian debootstrap qemu-system-x86 e2fsprogs
+    # kernel TLS under Debian's own kernel in QEMU (tests/vm/kernel-vm.sh, which fetches the
+    # kernel itself): the VM's initramfs is busybox
+    busybox-static
     # the status page's end-to-end test (headless): tests/e2e/test_status_page.sh
     chromium
 )

@@ -822,6 +822,45 @@ static void test_mgmt_with_data_path_endpoints_follow_registrations(void **state
     }
 }
 
+/* Stands in for the listener of a relay that was killed: the kernel lets it go only when it
+ * has torn that relay's io_uring down, seconds later on older kernels. */
+struct held_port {
+    int fd;
+    unsigned hold_ms;
+};
+
+static void *release_port_later(void *arg)
+{
+    struct held_port *h = arg;
+    usleep(h->hold_ms * 1000);
+    close(h->fd);
+    return NULL;
+}
+
+/* A restart whose endpoint ports are still held for a moment waits for them rather than
+ * leaving those endpoints closed until the next restart. */
+static void test_mgmt_restart_waits_for_ports_still_held(void **state)
+{
+    struct fixture *f = *state;
+    Camrelay__Frame *rep = do_register(f, "CAM-HELD", "oak", "user", "pw");
+    assert_int_equal(rep->mgmt_reply->status, CAMRELAY__STATUS__OK);
+    uint16_t p0 = (uint16_t)rep->mgmt_reply->cameras[0]->endpoints[0]->port;
+    uint16_t p1 = (uint16_t)rep->mgmt_reply->cameras[0]->endpoints[1]->port;
+    cr_frame_free(rep);
+    stop_daemon(f);
+
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", p0);
+    struct held_port h = {.fd = cr_tcp_listen(addr, 0, 4), .hold_ms = 700};
+    assert_true(h.fd >= 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_port_later, &h), 0);
+    start_daemon(f); /* loads the camera while p0 is still held */
+    pthread_join(t, NULL);
+    assert_true(port_accepts(p0)); /* the relay's listener: ours is closed */
+    assert_true(port_accepts(p1));
+}
+
 /* A reply too big for one frame is trimmed and says so. */
 static void test_mgmt_reply_fit_trims_big_lists(void **state)
 {
@@ -874,6 +913,8 @@ int main(void)
         T(test_mgmt_concurrent_registrations_get_distinct_ports),
         T(test_mgmt_stop_with_clients_connected),
         cmocka_unit_test_setup_teardown(test_mgmt_with_data_path_endpoints_follow_registrations,
+                                        setup_with_relay, teardown),
+        cmocka_unit_test_setup_teardown(test_mgmt_restart_waits_for_ports_still_held,
                                         setup_with_relay, teardown),
         cmocka_unit_test(test_mgmt_reply_fit_trims_big_lists),
     };

@@ -22,6 +22,7 @@
 #include "common/net.h"
 #include "common/tls.h"
 #include "common/util.h"
+#include "relay/ktls.h"
 #include "relay/relay.h"
 #include "tests/support/support.h"
 
@@ -40,29 +41,22 @@ struct fixture {
 
 static struct fixture fx;
 
-static int setup(void **state)
+/* The fixture's relay with its camera. Unless kernel_tls, its TLS data connections stay on our
+ * in-place record layer whatever the kernel has, so that the tests of that path test it on
+ * every kernel; with kernel_tls they take kTLS where the kernel has it. Those tests run in an
+ * emulated machine (tests/vm/kernel-vm.sh), 10-30 times slower, where the test's tunnel, which
+ * answers no ping while a test pumps bytes, would miss three 300 ms keepalives. */
+static int relay_start(int kernel_tls)
 {
-    char err[256], path[256], key[256];
-    (void)state;
-    cr_log_set_level_name(getenv("TEST_DEBUG") ? "debug" : "error");
-    memset(&fx, 0, sizeof(fx));
-    if (test_tmpdir(fx.dir, sizeof(fx.dir)) < 0 || test_certs_make(fx.dir, "IP:127.0.0.1") < 0)
-        return -1;
-    snprintf(path, sizeof(path), "%s/server.pem", fx.dir);
-    snprintf(key, sizeof(key), "%s/server.key", fx.dir);
-    fx.server = cr_tls_server_ctx(path, key, err, sizeof(err));
-    snprintf(path, sizeof(path), "%s/ca.pem", fx.dir);
-    fx.client = cr_tls_client_ctx(path, err, sizeof(err));
-    if (!fx.server || !fx.client)
-        return -1;
     struct rly_config cfg = {
         .relay_name = "relay-test",
         .listen_external = "127.0.0.1:0",
         .tls = fx.server,
-        .keepalive_ms = 300,
+        .keepalive_ms = kernel_tls ? 5000 : 300,
         .max_conns = 256,
         .workers = 2, /* connections land on either worker: exercises the hand-over */
         .allow_plain_data = 1,
+        .no_kernel_tls = !kernel_tls,
     };
     if (rly_relay_start(&cfg, &fx.relay) < 0)
         return -1;
@@ -80,6 +74,40 @@ static int setup(void **state)
     int rc = rly_relay_camera_put(fx.relay, &spec);
     rly_relay_set_ready(fx.relay);
     return rc;
+}
+
+static int setup(void **state)
+{
+    char err[256], path[256], key[256];
+    (void)state;
+    cr_log_set_level_name(getenv("TEST_DEBUG") ? "debug" : "error");
+    memset(&fx, 0, sizeof(fx));
+    if (test_tmpdir(fx.dir, sizeof(fx.dir)) < 0 || test_certs_make(fx.dir, "IP:127.0.0.1") < 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/server.pem", fx.dir);
+    snprintf(key, sizeof(key), "%s/server.key", fx.dir);
+    fx.server = cr_tls_server_ctx(path, key, err, sizeof(err));
+    snprintf(path, sizeof(path), "%s/ca.pem", fx.dir);
+    fx.client = cr_tls_client_ctx(path, err, sizeof(err));
+    if (!fx.server || !fx.client)
+        return -1;
+    return relay_start(0);
+}
+
+/* A relay that hands TLS data connections to the kernel where it can, in place of the
+ * fixture's, and back. */
+static int setup_kernel_tls(void **state)
+{
+    (void)state;
+    rly_relay_stop(fx.relay);
+    return relay_start(1);
+}
+
+static int teardown_kernel_tls(void **state)
+{
+    (void)state;
+    rly_relay_stop(fx.relay);
+    return relay_start(0);
 }
 
 static int teardown(void **state)
@@ -544,18 +572,31 @@ static void relay_both_ways(struct cr_link *data, int rec, size_t big)
     free(down_got);
 }
 
-static void test_relay_tls_stream_opens_records_in_place(void **state)
+/* streams_by_path's index of the path named name. */
+static unsigned path_index(const char *name)
 {
+    for (unsigned i = 0; i < RLY_PATHS; i++)
+        if (strcmp(rly_path_name(i), name) == 0)
+            return i;
+    fail_msg("no path named %s", name);
+    return 0;
+}
+
+/* A TLS stream on the path want (the relay's path for TLS data connections): 2 MiB intact both ways; records split anywhere across TCP reads and many
+ * tiny records in one read arrive intact; a record whose ciphertext was changed ends the
+ * stream with nothing of it delivered, and the camera's tunnel stays up. */
+static void tls_stream_records_intact(const char *want)
+{
+    unsigned want_index = path_index(want);
     struct cr_link tunnel, data;
     int rec;
-    (void)state;
     struct rly_counters before, after;
     rly_relay_counters(fx.relay, &before);
     open_stream(&tunnel, &data, &rec, 0);
     relay_both_ways(&data, rec, 2 << 20);
-    assert_string_equal(camera_path(), "tls-inplace");
+    assert_string_equal(camera_path(), want);
     rly_relay_counters(fx.relay, &after);
-    assert_int_equal(after.streams_by_path[1] - before.streams_by_path[1], 1);
+    assert_int_equal(after.streams_by_path[want_index] - before.streams_by_path[want_index], 1);
 
     /* Records split anywhere across TCP reads, and many tiny records in one read: the
      * ciphertext is produced into memory and dripped onto the socket in odd pieces. */
@@ -610,11 +651,30 @@ static void test_relay_tls_stream_opens_records_in_place(void **state)
     assert_true(wait_online(0, 3000));
 }
 
-static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
+static void test_relay_tls_stream_opens_records_in_place(void **state)
+{
+    (void)state;
+    tls_stream_records_intact("tls-inplace");
+}
+
+/* Where the kernel has TLS, the camera's direction goes to the kernel and is spliced, and the
+ * same holds. Skipped on kernels without the TLS ULP (this machine's); tests/vm/kernel-vm.sh
+ * runs it under Debian's kernel, which has it. */
+static void test_relay_tls_stream_through_kernel_tls(void **state)
+{
+    (void)state;
+    if (!rly_ktls_available())
+        skip();
+    assert_string_equal(rly_relay_data_path(fx.relay), "ktls-splice");
+    tls_stream_records_intact("ktls-splice");
+}
+
+/* The last frame and close_notify in one read: the frame arrives, then a clean half-close,
+ * and the recorder's direction works until it closes too. */
+static void tls_last_bytes_and_close_notify(void)
 {
     struct cr_link tunnel, data;
     int rec;
-    (void)state;
     open_stream(&tunnel, &data, &rec, 0);
     BIO *mem = BIO_new(BIO_s_mem());
     SSL_set0_wbio(data.ssl, mem);
@@ -639,6 +699,23 @@ static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
     link_read_exact(&data, reply_got, sizeof(reply_got));
     assert_memory_equal(reply_got, reply, sizeof(reply_got));
     end_stream(&tunnel, &data, rec);
+}
+
+static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
+{
+    (void)state;
+    tls_last_bytes_and_close_notify();
+}
+
+/* The same through the kernel's TLS, where the kernel has it: close_notify is a control
+ * record, which the kernel will not splice; the relay reads it and half-closes. */
+static void test_relay_ktls_last_bytes_and_close_notify_in_one_read(void **state)
+{
+    (void)state;
+    if (!rly_ktls_available())
+        skip();
+    assert_string_equal(rly_relay_data_path(fx.relay), "ktls-splice");
+    tls_last_bytes_and_close_notify();
 }
 
 /* A camera that stops half way through a TLS record does not hold the relay's buffer for
@@ -954,6 +1031,7 @@ static int start_low_limit(void **state, int lower_hard, unsigned workers, uint3
         .keepalive_ms = keepalive_ms,
         .max_conns = (uint32_t)ll.limit * 4,
         .workers = workers,
+        .no_kernel_tls = 1, /* the descriptor counts leave out kTLS streams' splice pipes */
     };
     if (rly_relay_start(&cfg, &fx.relay) < 0) {
         fx = ll.saved_fx;
@@ -1152,6 +1230,10 @@ int main(void)
         cmocka_unit_test(test_relay_tls_stream_opens_records_in_place),
         cmocka_unit_test(test_relay_tls_last_bytes_and_close_notify_in_one_read),
         cmocka_unit_test(test_relay_tls_partial_record_times_out),
+        cmocka_unit_test_setup_teardown(test_relay_tls_stream_through_kernel_tls,
+                                        setup_kernel_tls, teardown_kernel_tls),
+        cmocka_unit_test_setup_teardown(test_relay_ktls_last_bytes_and_close_notify_in_one_read,
+                                        setup_kernel_tls, teardown_kernel_tls),
         cmocka_unit_test(test_relay_bytes_behind_the_hello_arrive_intact),
         cmocka_unit_test(test_relay_plain_data_connection_is_spliced),
         cmocka_unit_test(test_relay_plain_frames_copied_bursts_spliced),
