@@ -597,6 +597,8 @@ static void tls_stream_records_intact(const char *want)
     assert_string_equal(camera_path(), want);
     rly_relay_counters(fx.relay, &after);
     assert_int_equal(after.streams_by_path[want_index] - before.streams_by_path[want_index], 1);
+    /* Through kTLS the kernel seals the recorder's direction too. */
+    assert_int_equal(after.ktls_rx_only, before.ktls_rx_only);
 
     /* Records split anywhere across TCP reads, and many tiny records in one read: the
      * ciphertext is produced into memory and dripped onto the socket in odd pieces. */
@@ -670,7 +672,8 @@ static void test_relay_tls_stream_through_kernel_tls(void **state)
 }
 
 /* The last frame and close_notify in one read: the frame arrives, then a clean half-close,
- * and the recorder's direction works until it closes too. */
+ * and the recorder's direction works until it closes too, which reaches the camera as
+ * close_notify. */
 static void tls_last_bytes_and_close_notify(void)
 {
     struct cr_link tunnel, data;
@@ -698,6 +701,18 @@ static void tls_last_bytes_and_close_notify(void)
     uint8_t reply_got[sizeof(reply) - 1];
     link_read_exact(&data, reply_got, sizeof(reply_got));
     assert_memory_equal(reply_got, reply, sizeof(reply_got));
+    /* The recorder finishes too: the camera gets close_notify, not a bare TCP close. */
+    shutdown(rec, SHUT_WR);
+    int n, e = SSL_ERROR_WANT_READ;
+    uint64_t deadline = cr_now_ms() + 5000;
+    while (e == SSL_ERROR_WANT_READ && cr_now_ms() < deadline) {
+        p = (struct pollfd){.fd = data.fd, .events = POLLIN};
+        poll(&p, 1, 100);
+        n = SSL_read(data.ssl, &b, 1);
+        e = n > 0 ? SSL_ERROR_SSL : SSL_get_error(data.ssl, n);
+    }
+    ERR_clear_error();
+    assert_int_equal(e, SSL_ERROR_ZERO_RETURN);
     end_stream(&tunnel, &data, rec);
 }
 
