@@ -117,10 +117,13 @@ cat >"$ird/run.sh" <<EOF
 ip link set lo up
 export CAMRELAY_VM=$kver PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TMPDIR=/tmp LANG=C.UTF-8
-cd $(printf '%q' "$root") || exit 125
 echo "camrelay-vm: running under \$(uname -r)"
-$quoted
-rc=\$?
+if cd $(printf '%q' "$root"); then
+    $quoted
+    rc=\$?
+else
+    rc=125
+fi
 echo "camrelay-vm: exit \$rc"
 exec /bin/busybox poweroff -f
 EOF
@@ -149,7 +152,8 @@ mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
-mount -t tmpfs tmpfs /newroot/tmp
+# /tmp stays the overlay's (writes land in its tmpfs): the checkout may live under the host's
+# /tmp, as a CI clone does, and a tmpfs mounted there would hide it.
 mount -t tmpfs tmpfs /newroot/run
 echo /sbin/modprobe >/proc/sys/kernel/modprobe
 cp /run.sh /newroot/run/camrelay-vm.sh
@@ -175,7 +179,9 @@ show_console() {
     if [ "${VM_VERBOSE:-0}" = 1 ]; then
         tr -d '\r' <"$console"
     else
-        tr -d '\r' <"$console" | sed -n '/camrelay-vm: running/,$p' | sed 's/^.*camrelay-vm: running/camrelay-vm: running/' | grep -v '^\[ *[0-9.]*\] reboot: '
+        tr -d '\r' <"$console" | sed -n '/camrelay-vm: running/,$p' |
+            sed 's/^.*camrelay-vm: running/camrelay-vm: running/' |
+            grep -v '^\[ *[0-9.]*\] reboot: ' || true
     fi
 }
 deadline=$((SECONDS + timeout_s))
