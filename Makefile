@@ -51,6 +51,7 @@ help:
 	@echo "make e2e        end-to-end tests only"
 	@echo "make package-test  build, lint, install, remove and purge the .deb (root)"
 	@echo "make asan       build with AddressSanitizer+UBSan into build-asan/ and run the unit tests"
+	@echo "                (the kTLS ones again under Debian's kernel in QEMU)"
 	@echo "make bench      micro-benchmarks (Google Benchmark) and the capacity run of"
 	@echo "                camrelay-bench against direct TCP and haproxy, then 10,000 cameras"
 	@echo "                through a relay restart (~12 min; build/bench/)"
@@ -95,9 +96,13 @@ package-test:
 
 test: unit e2e package-test
 
+# The kTLS branch runs only under a kernel with TLS: Debian's, in QEMU (tests/vm).
+ASAN_KTLS_TESTS := build-asan/tests/relay/test_ktls build-asan/tests/relay/test_relay
 asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" unit
+	$(Q)echo "=== kTLS under Debian's kernel (QEMU): $(ASAN_KTLS_TESTS)"
+	$(Q)BUILD=build-asan tests/vm/kernel-vm.sh tests/run-unit.sh $(ASAN_KTLS_TESTS)
 
 bench: $(PROGRAMS)
 	$(Q)bench/run-micro.sh

@@ -768,13 +768,23 @@ static int port_closed_within(uint16_t port, int timeout_ms)
     }
 }
 
+/* Registers serial, which must succeed; its two endpoint ports go to p0 and p1. Returns the
+ * reply (the caller frees it). */
+static Camrelay__Frame *register_ok(struct fixture *f, const char *serial, uint16_t *p0,
+                                    uint16_t *p1)
+{
+    Camrelay__Frame *rep = do_register(f, serial, "oak", "user", "pw");
+    assert_int_equal(rep->mgmt_reply->status, CAMRELAY__STATUS__OK);
+    *p0 = (uint16_t)rep->mgmt_reply->cameras[0]->endpoints[0]->port;
+    *p1 = (uint16_t)rep->mgmt_reply->cameras[0]->endpoints[1]->port;
+    return rep;
+}
+
 static void test_mgmt_with_data_path_endpoints_follow_registrations(void **state)
 {
     struct fixture *f = *state;
-    Camrelay__Frame *rep = do_register(f, "CAM-DP", "oak", "user", "pw");
-    assert_int_equal(rep->mgmt_reply->status, CAMRELAY__STATUS__OK);
-    uint16_t p0 = (uint16_t)rep->mgmt_reply->cameras[0]->endpoints[0]->port;
-    uint16_t p1 = (uint16_t)rep->mgmt_reply->cameras[0]->endpoints[1]->port;
+    uint16_t p0, p1;
+    Camrelay__Frame *rep = register_ok(f, "CAM-DP", &p0, &p1);
     /* The data path's worker takes the camera asynchronously (rly_relay_camera_put queues
      * it), yet the reply already names the path its streams will take. */
     assert_true(strlen(rep->mgmt_reply->cameras[0]->data_path) > 0);
@@ -842,11 +852,8 @@ static void *release_port_later(void *arg)
 static void test_mgmt_restart_waits_for_ports_still_held(void **state)
 {
     struct fixture *f = *state;
-    Camrelay__Frame *rep = do_register(f, "CAM-HELD", "oak", "user", "pw");
-    assert_int_equal(rep->mgmt_reply->status, CAMRELAY__STATUS__OK);
-    uint16_t p0 = (uint16_t)rep->mgmt_reply->cameras[0]->endpoints[0]->port;
-    uint16_t p1 = (uint16_t)rep->mgmt_reply->cameras[0]->endpoints[1]->port;
-    cr_frame_free(rep);
+    uint16_t p0, p1;
+    cr_frame_free(register_ok(f, "CAM-HELD", &p0, &p1));
     stop_daemon(f);
 
     char addr[64];

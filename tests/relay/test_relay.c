@@ -1245,10 +1245,6 @@ int main(void)
         cmocka_unit_test(test_relay_tls_stream_opens_records_in_place),
         cmocka_unit_test(test_relay_tls_last_bytes_and_close_notify_in_one_read),
         cmocka_unit_test(test_relay_tls_partial_record_times_out),
-        cmocka_unit_test_setup_teardown(test_relay_tls_stream_through_kernel_tls,
-                                        setup_kernel_tls, teardown_kernel_tls),
-        cmocka_unit_test_setup_teardown(test_relay_ktls_last_bytes_and_close_notify_in_one_read,
-                                        setup_kernel_tls, teardown_kernel_tls),
         cmocka_unit_test(test_relay_bytes_behind_the_hello_arrive_intact),
         cmocka_unit_test(test_relay_plain_data_connection_is_spliced),
         cmocka_unit_test(test_relay_plain_frames_copied_bursts_spliced),
@@ -1257,6 +1253,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relay_endpoints_hold_no_descriptor, setup_low_limit,
                                         teardown_low_limit),
         cmocka_unit_test(test_relay_recorder_for_offline_camera_closed),
+        /* After it: their relay replaces the fixture's, whose counters it checks. */
+        cmocka_unit_test_setup_teardown(test_relay_tls_stream_through_kernel_tls,
+                                        setup_kernel_tls, teardown_kernel_tls),
+        cmocka_unit_test_setup_teardown(test_relay_ktls_last_bytes_and_close_notify_in_one_read,
+                                        setup_kernel_tls, teardown_kernel_tls),
         /* Last: it lowers the hard descriptor limit, which cannot be raised again. */
         cmocka_unit_test_setup_teardown(test_relay_listeners_take_slots_from_connections,
                                         setup_small_table, teardown_low_limit),
