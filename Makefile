@@ -102,7 +102,7 @@ asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" unit
 	$(Q)echo "=== kTLS under Debian's kernel (QEMU): $(ASAN_KTLS_TESTS)"
-	$(Q)BUILD=build-asan tests/vm/kernel-vm.sh tests/run-unit.sh $(ASAN_KTLS_TESTS)
+	$(Q)tests/vm/kernel-vm.sh env BUILD=build-asan UNIT_NO_SKIP=1 tests/run-unit.sh $(ASAN_KTLS_TESTS)
 
 bench: $(PROGRAMS)
 	$(Q)bench/run-micro.sh

@@ -141,6 +141,11 @@ static int bind_endpoints(struct ctl_relayd *d, const struct ctl_camera *cam,
         char addr[128];
         join_host_port(addr, sizeof(addr), d->internal_host, ep->port);
         int fd = cr_tcp_listen(addr, 0, 128);
+        if (fd == -EADDRINUSE && in_use_until_ms > cr_now_ms() + PORT_IN_USE_WAIT_MS)
+            cr_info("camera %s's %s endpoint: %s is in use (the relay that ran before still "
+                    "closing?): waiting up to %llu ms",
+                    cam->serial, ep->service, addr,
+                    (unsigned long long)(in_use_until_ms - cr_now_ms()));
         while (fd == -EADDRINUSE && cr_now_ms() < in_use_until_ms) {
             usleep(PORT_RETRY_US); /* a listener of ours still closing */
             fd = cr_tcp_listen(addr, 0, 128);

@@ -238,11 +238,6 @@ static void render_metrics(struct ctl_relayd *d, struct ctl_text *t)
                     s.counters.plain_reads_copied);
     ctl_metrics_u64(t, "camrelay_plain_reads_total", "how", "spliced",
                     s.counters.plain_reads_spliced);
-    counter(t, "camrelay_ktls_rx_only_streams_total",
-            "ktls-splice streams whose recorder direction stayed on camrelay's record layer "
-            "(BoringSSL's ciphertext still queued at pairing); the others are sealed by the "
-            "kernel both ways.",
-            s.counters.ktls_rx_only);
     gauge(t, "camrelay_ktls_available", "1 when the kernel offers TLS offload (the TLS ULP).",
           (uint64_t)s.sum.ktls_available);
     if (d->relay)

@@ -63,7 +63,7 @@ void rly__agent_flush(struct rly_worker *w, struct rly_conn *c)
 
 int rly__agent_send_frame(struct rly_worker *w, struct rly_conn *c, const Camrelay__Frame *f)
 {
-    if (c->plain || c->kernel_tx) { /* the frame goes out as it is (the kernel seals it) */
+    if (c->plain) { /* a plaintext data connection: the frame goes out as it is */
         if (rly__buf_take(w, &c->out) < 0)
             return -ENOBUFS;
         uint32_t at = c->out.off + c->out.len;

@@ -317,7 +317,6 @@ void rly_relay_counters(struct rly_relay *r, struct rly_counters *out)
     }
     for (unsigned i = 0; i < RLY_PATHS; i++)
         out->streams_by_path[i] = atomic_load(&r->counters.streams_by_path[i]);
-    out->ktls_rx_only = atomic_load(&r->counters.ktls_rx_only);
 }
 
 unsigned rly_relay_worker_count(struct rly_relay *r)

@@ -124,9 +124,6 @@ struct rly_counters {
     uint64_t handovers; /* connections moved to their camera's worker after the hello */
     uint64_t buffers_exhausted; /* times a connection waited for a buffer (backpressure) */
     uint64_t streams_by_path[4]; /* streams opened, by rly_path_name(i) */
-    /* ktls-splice streams whose recorder direction stayed on our record layer because
-     * BoringSSL's ciphertext was still queued at pairing (the rest: kernel TX, spliced). */
-    uint64_t ktls_rx_only;
     /* Plaintext streams, camera -> recorder: reads through the receive ring, copied on with
      * one send (bursts that fit a ring buffer: camera frames), and splice reads (bigger
      * bursts, up to 64 KiB each). */

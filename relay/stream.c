@@ -119,21 +119,6 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
     cr_info("stream open serial=%s stream=%llu service=%s recorder=%s", cam->serial,
             (unsigned long long)rec->stream_id, cam->service[rec->service], rec->addr);
 
-    data->st = cr_xcalloc(1, sizeof(*data->st)); /* once per stream, freed with data */
-    data->st->pipe_up[0] = data->st->pipe_up[1] = -1;
-    data->st->pipe_down[0] = data->st->pipe_down[1] = -1;
-    /* Kernel TLS takes both directions when nothing BoringSSL sealed is still on its way out
-     * (it never is once the agent has sent its hello, a round trip after our last handshake
-     * flight): the kernel then seals DataAccepted and the recorder's bytes, and both
-     * directions are spliced. Ciphertext still queued would be sealed a second time, so then
-     * only the camera's direction goes to the kernel, after DataAccepted. */
-    int ktls = 0;
-    if (!data->plain && r->ktls && !data->send_busy && !data->out.len &&
-        !BIO_ctrl_pending(SSL_get_wbio(data->ssl)))
-        ktls = rly__ktls_start(w, data, 1) == 0;
-    if (data->closing)
-        return -EIO; /* kernel TLS failed half way */
-
     Camrelay__Frame f = CAMRELAY__FRAME__INIT;
     Camrelay__DataAccepted acc = CAMRELAY__DATA_ACCEPTED__INIT;
     acc.stream_id = rec->stream_id;
@@ -141,9 +126,10 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
     f.data_accepted = &acc;
     if (rly__agent_send_frame(w, data, &f) < 0)
         return -EPROTO;
-    if (!ktls && !data->plain && r->ktls && (ktls = rly__ktls_start(w, data, 0) == 0))
-        atomic_fetch_add_explicit(&r->counters.ktls_rx_only, 1, memory_order_relaxed);
-    if (data->plain || ktls) {
+    data->st = cr_xcalloc(1, sizeof(*data->st)); /* once per stream, freed with data */
+    data->st->pipe_up[0] = data->st->pipe_up[1] = -1;
+    data->st->pipe_down[0] = data->st->pipe_down[1] = -1;
+    if (data->plain || (w->relay->ktls && rly__ktls_start(w, data) == 0)) {
         data->st->path = data->plain ? RLY_PATH_PLAIN : RLY_PATH_KTLS_SPLICE;
         count_path(w, cam, data->st->path);
         int rc = rly__splice_start(w, data, rec, data->frame.mem, data->frame.len);
@@ -153,8 +139,10 @@ int rly__stream_pair(struct rly_worker *w, struct rly_conn *data, const Camrelay
             *why = "cannot set up splicing";
         return rc;
     }
-    if (data->closing)
-        return -EIO; /* kernel TLS failed half way */
+    if (data->closing) {
+        *why = "kernel TLS set-up failed half way";
+        return -EIO;
+    }
     data->st->path = rly__inplace_start(w, data) == 0 ? RLY_PATH_TLS_INPLACE : RLY_PATH_TLS_BIO;
     count_path(w, cam, data->st->path);
     /* Bytes the agent sent right behind its hello are already stream bytes. */
@@ -268,7 +256,7 @@ void rly__stream_agent_drained(struct rly_worker *w, struct rly_conn *data)
     struct rly_conn *rec = rly__conn(w, data->peer);
     if (!rec || rec->closing)
         return;
-    if (path_of(data) == RLY_PATH_PLAIN || data->kernel_tx)
+    if (path_of(data) == RLY_PATH_PLAIN)
         rly__splice_on_poll(w, data, 1, 0); /* DataAccepted has left: splice towards it */
     else if (!rec->read_eof)
         rly__post_recv(w, rec); /* the recorder's last bytes have left: read it again */
@@ -287,8 +275,7 @@ void rly__recorder_on_recv(struct rly_worker *w, struct rly_conn *rec, const uin
         rly__conn_close(w, rec, "no data connection");
         return;
     }
-    /* Our record layer seals this direction on the in-place path, and on the kernel-TLS path
-     * when the kernel took only the camera's direction (a kernel TX splices it instead). */
+    /* Our record layer seals this direction on the in-place and the kernel-TLS paths. */
     int inplace = path_of(dc) == RLY_PATH_TLS_INPLACE || path_of(dc) == RLY_PATH_KTLS_SPLICE;
     if (len == 0) {
         /* The recorder finished sending: close_notify to the agent, keep the other way. */

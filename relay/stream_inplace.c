@@ -22,19 +22,19 @@
 #include "common/util.h"
 #include "relay/ktls.h"
 
-/* Takes the session's traffic keys over. The kernel gets rx (the camera's records) when
- * kernel_rx and tx (what we send) when kernel_tx, through TCP_ULP "tls"; our record layer
- * takes each direction the kernel does not. The captured secrets are wiped on success and
- * kept on failure (a later path may use them). 0, or -errno with data still on BoringSSL's
- * records (or closing, when the kernel failed half way). */
-static int take_keys(struct rly_worker *w, struct rly_conn *data, int kernel_rx, int kernel_tx)
+/* Takes the session's traffic keys over: our record layer seals the recorder's bytes (tx) and,
+ * unless kernel_rx, opens the camera's (rx); with kernel_rx the kernel gets rx (TCP_ULP "tls").
+ * The captured secrets are wiped on success and kept on failure (a later path may use them).
+ * 0, or -errno with data still on BoringSSL's records (or closing, when the kernel failed half
+ * way). */
+static int take_keys(struct rly_worker *w, struct rly_conn *data, int kernel_rx)
 {
     struct rly_ktls_material tx, rx;
     int rc = rly_ktls_derive_keep(data->ssl, 1, &tx, &rx);
-    if (rc == 0 && !(kernel_rx && kernel_tx))
-        rc = rly_rec_init(&data->st->tls, kernel_tx ? NULL : &tx, kernel_rx ? NULL : &rx);
+    if (rc == 0)
+        rc = rly_rec_init(&data->st->tls, &tx, kernel_rx ? NULL : &rx);
     if (rc == 0 && kernel_rx) {
-        rc = rly_ktls_enable(data->fd, kernel_tx ? &tx : NULL, &rx);
+        rc = rly_ktls_enable(data->fd, NULL, &rx);
         if (rc < 0 && rc != -ENOENT && rc != -ENOPROTOOPT && rc != -EINVAL) {
             cr_warn("agent %s: kernel TLS set-up failed half way: %s", data->addr,
                     strerror(-rc));
@@ -43,23 +43,24 @@ static int take_keys(struct rly_worker *w, struct rly_conn *data, int kernel_rx,
     }
     rly_ktls_material_wipe(&tx);
     rly_ktls_material_wipe(&rx);
-    if (rc == 0) {
+    if (rc == 0)
         rly_ktls_forget(data->ssl);
-        data->kernel_tx = (uint8_t)kernel_tx;
-    } else {
+    else
         rly_rec_free(&data->st->tls);
-    }
     return rc;
 }
 
-int rly__ktls_start(struct rly_worker *w, struct rly_conn *data, int with_tx)
+int rly__ktls_start(struct rly_worker *w, struct rly_conn *data)
 {
-    return take_keys(w, data, 1, with_tx);
+    /* Only the camera's direction goes to the kernel. The recorder's bytes are sealed by our
+     * record layer into `out`, behind DataAccepted whose ciphertext may still be queued there:
+     * a kernel TX would encrypt those bytes a second time. */
+    return take_keys(w, data, 1);
 }
 
 int rly__inplace_start(struct rly_worker *w, struct rly_conn *data)
 {
-    int rc = take_keys(w, data, 0, 0);
+    int rc = take_keys(w, data, 0);
     if (rc < 0) {
         cr_debug("agent %s: stream %llu stays on BoringSSL's record layer: %s", data->addr,
                  (unsigned long long)data->stream_id, strerror(-rc));

@@ -1,10 +1,8 @@
 /* Spliced streams: the kernel moves the bytes from socket to pipe to socket and they never
  * enter userspace. Used for plaintext data connections (both directions) and, where the
- * kernel has the TLS ULP, for kernel-TLS data connections: the kernel decrypts the camera's
- * records and seals the recorder's bytes (data->kernel_tx), so both directions are spliced.
- * When the kernel took only the camera's direction (BoringSSL's ciphertext was still queued
- * at pairing: relay/stream.c), our record layer seals the recorder's bytes as on the in-place
- * path.
+ * kernel has the TLS ULP, for the camera's direction of a kernel-TLS data connection (the
+ * kernel decrypts; the few bytes a recorder sends the camera are sealed by our record layer,
+ * as on the in-place path, so they queue behind DataAccepted in the same send buffer).
  *
  * A plaintext stream splices only bursts bigger than a ring buffer: a camera frame that fits
  * one is cheaper copied through the receive ring with io_uring alone (stream_inplace.c) than
@@ -60,35 +58,6 @@ static int ktls_read_control(int fd)
         *CMSG_DATA(cm) == 21 /* alert */ && n >= 2 && buf[1] == 0 /* close_notify */)
         return 1;
     return -EPROTO;
-}
-
-/* Sends close_notify through a kernel-TLS socket: an alert record (warning, close_notify) that
- * the kernel seals. 0, -EAGAIN (no room: poll for POLLOUT and call again), or -errno. */
-static int ktls_send_close_notify(int fd)
-{
-    static const uint8_t alert[2] = {1, 0};
-    union {
-        char buf[CMSG_SPACE(sizeof(unsigned char))];
-        struct cmsghdr align;
-    } cbuf = {0};
-    struct iovec iov = {.iov_base = (void *)alert, .iov_len = sizeof(alert)};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
-                         .msg_controllen = sizeof(cbuf.buf)};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_TLS;
-    cm->cmsg_type = TLS_SET_RECORD_TYPE;
-    cm->cmsg_len = CMSG_LEN(sizeof(unsigned char));
-    *CMSG_DATA(cm) = 21; /* alert */
-    ssize_t n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n < 0)
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    return n == (ssize_t)sizeof(alert) ? 0 : -EIO;
-}
-
-/* Whether the recorder's direction is spliced too: plaintext, or the kernel seals it. */
-static int down_spliced(const struct rly_conn *data)
-{
-    return data->st->path == RLY_PATH_PLAIN || data->kernel_tx;
 }
 
 /* A pipe from the worker's pool, or a new one. 0 or -errno. */
@@ -191,15 +160,6 @@ static void pump(struct rly_worker *w, struct rly_conn *data, struct rly_conn *r
         }
         if (*eof) {
             if (!dst->eof_sent) {
-                int rc = !up && data->kernel_tx ? ktls_send_close_notify(dst->fd) : 0;
-                if (rc == -EAGAIN) {
-                    rly__post_poll(w, dst, 1);
-                    return;
-                }
-                if (rc < 0) {
-                    rly__conn_close(w, dst, strerror(-rc));
-                    return;
-                }
                 shutdown(dst->fd, SHUT_WR);
                 dst->eof_sent = 1;
                 src->read_eof = 1;
@@ -264,10 +224,10 @@ int rly__splice_start(struct rly_worker *w, struct rly_conn *data, struct rly_co
         st->in_pipe_up = leftover_len;
     }
     pump(w, data, rec, 1);
-    if (down_spliced(data))
+    if (st->path == RLY_PATH_PLAIN)
         pump(w, data, rec, 0);
     else if (!data->send_busy && !data->out.len)
-        rly__post_recv(w, rec); /* kernel TLS RX only: the recorder's bytes are sealed by us */
+        rly__post_recv(w, rec); /* kernel TLS: the recorder's bytes are sealed by us */
     return 0;
 }
 
@@ -286,7 +246,7 @@ void rly__splice_on_poll(struct rly_worker *w, struct rly_conn *c, int out, int 
     }
     /* POLLIN on the camera's side or POLLOUT on the recorder's moves the camera's bytes. */
     int up = (c == data) != out;
-    if (!up && !down_spliced(data))
+    if (!up && data->st->path != RLY_PATH_PLAIN)
         return;
     pump(w, data, rec, up);
 }

@@ -1014,8 +1014,13 @@ static void *worker_main(void *arg)
     /* Endpoint listeners live on in the ring's file table. Freeing the ring lets them go only
      * when the kernel's teardown of it gets round to it, which on older kernels (6.1) is
      * seconds later, after the process has gone: a relay restarted at once would find its own
-     * ports still listening. Unregistering waits until the kernel has released them. */
-    io_uring_unregister_files(&w->ring);
+     * ports still listening. Unregistering waits until the kernel has released them -- and
+     * for every request still holding a registered file, so only once all are done. */
+    if (w->n_used == 0) {
+        int urc = io_uring_unregister_files(&w->ring);
+        if (urc < 0 && urc != -ENXIO)
+            cr_warn("worker %u: releasing its registered files: %s", w->id, strerror(-urc));
+    }
     io_uring_queue_exit(&w->ring);
     return NULL;
 }

@@ -135,11 +135,9 @@ void rly__stream_free(struct rly_worker *w, struct rly_conn *data);
 /* stream_inplace.c: TLS records opened in place, plaintext sent from where it was received */
 /* Takes over data's TLS session (keys derived from it). 0, or -errno: stay on the BIO path. */
 int rly__inplace_start(struct rly_worker *w, struct rly_conn *data);
-/* Moves the camera's direction of data's session into the kernel (kTLS RX) and, with_tx, ours
- * too (kTLS TX: data->kernel_tx, only while nothing sealed by BoringSSL is still on its way
- * out); otherwise our record layer seals ours. 0, or -errno: a userspace path instead (or
- * data is closing). */
-int rly__ktls_start(struct rly_worker *w, struct rly_conn *data, int with_tx);
+/* Moves the camera's direction of data's session into the kernel (kTLS RX); our record layer
+ * seals the other. 0, or -errno: a userspace path instead (or data is closing). */
+int rly__ktls_start(struct rly_worker *w, struct rly_conn *data);
 /* A recv on data completed: into ring buffer bid (ring = 1) or into st->in (ring = 0). */
 void rly__inplace_on_recv(struct rly_worker *w, struct rly_conn *data, int ring, unsigned bid,
                           int res);

@@ -127,8 +127,6 @@ struct rly_conn {
     uint8_t accept_armed;
     uint8_t starved;     /* waiting for a pool or ring buffer: retried on the next tick */
     uint8_t plain;       /* agents: a plaintext data connection (no TLS, allow_plain_data) */
-    uint8_t kernel_tx;   /* agents: the kernel seals what we send (kTLS TX), so frames and
-                            spliced bytes go to the socket as plaintext */
     uint8_t sniffed;     /* agents: the first byte told TLS from plaintext */
     uint8_t poll_in, poll_out; /* splice: a POLLIN / POLLOUT poll is armed on fd */
     uint8_t send_iov;    /* the send in flight is the stream's sendmsg, not `out` */
@@ -276,7 +274,6 @@ struct rly_relay {
             data_conns_refused, streams_opened, streams_closed, bytes_relayed, frames_rejected,
             handovers, buffers_exhausted;
         _Atomic uint64_t streams_by_path[RLY_PATH_COUNT];
-        _Atomic uint64_t ktls_rx_only;
     } counters;
 };
 

@@ -9,7 +9,8 @@
 # name. The last line is always exactly "N passed, M failed"; the exit status is non-zero when
 # M > 0.
 #
-# Environment: UNIT_TIMEOUT (seconds per binary, default 300).
+# Environment: UNIT_TIMEOUT (seconds per binary, default 300), UNIT_NO_SKIP=1 (a skipped test
+# counts as a failure: for runs whose point is what other machines skip, e.g. kTLS in tests/vm).
 set -uo pipefail
 
 timeout_s=${UNIT_TIMEOUT:-300}
@@ -69,6 +70,9 @@ for bin in "$@"; do
     total_pass=$((total_pass + pass))
     total_fail=$((total_fail + fail))
     total_skip=$((total_skip + skip))
+    if [ -z "$why" ] && [ "${UNIT_NO_SKIP:-0}" = 1 ] && [ "$skip" -gt 0 ]; then
+        why="$skip test(s) skipped where none may be"
+    fi
     if [ -n "$why" ]; then
         echo "run-unit: $name: $why"
         total_fail=$((total_fail + 1))

@@ -3,7 +3,8 @@
 # branch (camera direction handed to the kernel, then spliced) is run under Debian's own kernel
 # in QEMU (tests/vm/kernel-vm.sh), which has it. Inside: the kTLS unit tests with a real
 # kernel offload (none may skip), the relay's tests with their kTLS streams (none may skip),
-# and the one-click core flow through real NAT, whose recording must take the ktls-splice path.
+# the one-click core flow through real NAT, whose recording must take the ktls-splice path,
+# and the relay's kTLS tests again with 16 KiB TCP send buffers.
 #
 # Environment: VM_TIMEOUT (s, default 1500), and kernel-vm.sh's.
 set -euo pipefail
@@ -22,6 +23,10 @@ VM_TIMEOUT=${VM_TIMEOUT:-1500} "$E2E_ROOT/tests/vm/kernel-vm.sh" bash -c '
     echo "::: test_ktls"; build/tests/relay/test_ktls || rc=1
     echo "::: test_relay"; build/tests/relay/test_relay || rc=1
     echo "::: test_core_flow"; tests/e2e/test_core_flow.sh || rc=1
+    # Small send buffers, as under TCP memory pressure: where a kernel TX once stalled.
+    echo "::: test_relay, 16 KiB send buffers"
+    sysctl -qw net.ipv4.tcp_wmem="4096 16384 16384" &&
+        TEST_FILTER="test_relay_ktls_*" build/tests/relay/test_relay || rc=1
     exit $rc' >"$out" 2>&1 || rc=$?
 took=$((SECONDS - t0))
 if [ "$rc" -ne 0 ]; then
@@ -36,11 +41,13 @@ grep -q "SKIPPED" "$out" && { show_log "$out" 80; fail "a test skipped under a k
 grep -q "^\[       OK \] test_ktls_kernel_offload_round_trip" "$out" ||
     fail "the kernel offload round trip did not run"
 pass "kTLS unit tests under $kernel: the kernel's records match ours, both ways, three ciphers"
-grep -q "^\[       OK \] test_relay_tls_stream_through_kernel_tls" "$out" ||
+grep -q "^\[       OK \] test_relay_ktls_stream_records_intact" "$out" ||
     fail "the relay's kTLS stream test did not pass"
 grep -q "^\[       OK \] test_relay_ktls_last_bytes_and_close_notify_in_one_read" "$out" ||
     fail "the relay's kTLS close_notify test did not pass"
-pass "relay streams through kTLS: 2 MiB both ways, split and tiny records, a changed record refused, close_notify"
+[ "$(grep -c "^\[       OK \] test_relay_ktls_upload_reaches_slow_camera" "$out")" -eq 2 ] ||
+    fail "the relay's kTLS upload test did not pass twice (default and 16 KiB send buffers)"
+pass "relay streams through kTLS: 2 MiB both ways, split and tiny records, a changed record refused, close_notify, a bulk upload to a slow camera (also with 16 KiB send buffers)"
 grep -q "its stream took the ktls-splice path" "$out" ||
     { show_log "$out" 40; fail "the core flow's recording did not take the ktls-splice path"; }
 sed -n 's/^PASS: test_core_flow: /      core flow in the VM: /p' "$out"

@@ -16,14 +16,12 @@
 # and unpacked (never installed) into $BUILD/vm. QEMU runs it under software emulation
 # (these machines have no usable KVM): expect everything to run 10-30 times slower.
 #
-# Environment: BUILD (default build), VM_TIMEOUT (seconds, default 900), VM_MEM_MB (2048),
-# VM_CPUS (2), VM_VERBOSE=1 (kernel messages too).
+# Environment: VM_CACHE (where kernels are kept, default build/vm), VM_TIMEOUT (seconds,
+# default 900), VM_MEM_MB (2048), VM_CPUS (2), VM_VERBOSE=1 (kernel messages too).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BUILD=${BUILD:-build}
-case "$BUILD" in /*) ;; *) BUILD="$root/$BUILD" ;; esac
-vm_dir="$BUILD/vm"
+vm_dir=${VM_CACHE:-$root/build/vm}
 timeout_s=${VM_TIMEOUT:-900}
 
 die() {
@@ -33,7 +31,7 @@ die() {
 
 [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || die "usage: $0 [--] COMMAND [ARG]..."
-for cmd in qemu-system-x86_64 apt-get apt-cache dpkg-deb; do
+for cmd in qemu-system-x86_64 apt-get apt-cache dpkg-deb flock; do
     command -v "$cmd" >/dev/null || die "$cmd is missing (scripts/install-deps.sh)"
 done
 [ -x /bin/busybox ] || die "/bin/busybox is missing (busybox-static; scripts/install-deps.sh)"
@@ -41,29 +39,47 @@ done
 # ------------------------------------------------------------------ the kernel, once
 # The kernel package linux-image-amd64 points to today, e.g. linux-image-6.1.0-57-amd64.
 kernel_package() {
-    apt-cache depends linux-image-amd64 2>/dev/null |
+    { apt-cache depends linux-image-amd64 2>/dev/null || true; } |
         awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
 }
-pkg=$(kernel_package)
-if [ -z "$pkg" ] && [ "$(id -u)" -eq 0 ]; then # a machine whose package lists were cleared
-    apt-get update -q >/dev/null 2>&1 || true
-    pkg=$(kernel_package)
-fi
-[ -n "$pkg" ] || die "apt knows no linux-image-amd64 (apt-get update as root)"
-kdir="$vm_dir/$pkg"
-if [ ! -f "$kdir/ready" ]; then
+# Downloads and unpacks one kernel package into $vm_dir/PKG (its modules indexed for
+# modprobe); 0, or 1 with nothing left behind.
+fetch_kernel() {
+    local pkg=$1 kdir="$vm_dir/$1" kver
     echo "kernel-vm: fetching $pkg (once, into $kdir)" >&2
     rm -rf "$kdir"
     mkdir -p "$kdir/deb"
     # apt drops privileges to _apt for downloads; a directory _apt may write avoids its warning.
     chmod 0777 "$kdir/deb"
-    (cd "$kdir/deb" && apt-get download -q "$pkg" >/dev/null) || die "apt-get download $pkg failed"
-    dpkg-deb -x "$kdir"/deb/*.deb "$kdir/root" || die "cannot unpack $pkg"
-    rm -rf "$kdir/deb"
-    kver=$(ls "$kdir/root/lib/modules")
-    /bin/busybox depmod -b "$kdir/root" "$kver" || die "depmod failed"
-    touch "$kdir/ready"
+    if (cd "$kdir/deb" && apt-get download -q "$pkg" >/dev/null) &&
+        dpkg-deb -x "$kdir"/deb/*.deb "$kdir/root" &&
+        kver=$(ls "$kdir/root/lib/modules") &&
+        /bin/busybox depmod -b "$kdir/root" "$kver"; then
+        rm -rf "$kdir/deb"
+        touch "$kdir/ready"
+        return 0
+    fi
+    echo "kernel-vm: could not fetch $pkg" >&2
+    rm -rf "$kdir"
+    return 1
+}
+mkdir -p "$vm_dir"
+exec {lock_fd}>"$vm_dir/.lock" # one fetch at a time; runs share what is there
+flock "$lock_fd"
+pkg=$(kernel_package)
+if [ -z "$pkg" ] && [ "$(id -u)" -eq 0 ]; then # a machine whose package lists were cleared
+    apt-get update -q >/dev/null 2>&1 || true
+    pkg=$(kernel_package)
 fi
+if [ -z "$pkg" ] || { [ ! -f "$vm_dir/$pkg/ready" ] && ! fetch_kernel "$pkg"; }; then
+    # No package list, or no network: the newest kernel fetched before will do.
+    pkg=$(find "$vm_dir" -mindepth 2 -maxdepth 2 -name ready -printf '%h\n' 2>/dev/null |
+        xargs -r -n1 basename | sort -V | tail -n 1)
+    [ -n "$pkg" ] || die "no kernel: apt cannot name or fetch linux-image-amd64 (apt-get update as root?)"
+    echo "kernel-vm: using $pkg, fetched before" >&2
+fi
+flock -u "$lock_fd"
+kdir="$vm_dir/$pkg"
 kver=$(ls "$kdir/root/lib/modules")
 vmlinuz="$kdir/root/boot/vmlinuz-$kver"
 moddir="$kdir/root/lib/modules/$kver"
@@ -104,16 +120,18 @@ ird="$work/initramfs"
 mkdir -p "$ird/bin" "$ird/modules" "$ird/proc" "$ird/sys" "$ird/dev" "$ird/lower" \
     "$ird/rw" "$ird/newroot"
 cp /bin/busybox "$ird/bin/busybox"
+modules=$(load_order virtio_pci 9pnet_virtio 9p overlay) || exit 125
 : >"$ird/modules/order"
-while read -r m; do
+for m in $modules; do
     cp "$moddir/$m" "$ird/modules/"
     echo "${m##*/}" >>"$ird/modules/order"
-done < <(load_order virtio_pci 9pnet_virtio 9p overlay)
+done
 
 # The command, quoted for the guest's shell.
 printf -v quoted '%q ' "$@"
+# bash, not the guest's /bin/sh: %q above quotes for bash.
 cat >"$ird/run.sh" <<EOF
-#!/bin/sh
+#!/bin/bash
 ip link set lo up
 export CAMRELAY_VM=$kver PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TMPDIR=/tmp LANG=C.UTF-8
@@ -124,7 +142,7 @@ if cd $(printf '%q' "$root"); then
 else
     rc=125
 fi
-echo "camrelay-vm: exit \$rc"
+printf '\ncamrelay-vm: exit %s\n' "\$rc" # on a line of its own, whatever came before
 exec /bin/busybox poweroff -f
 EOF
 
@@ -161,7 +179,7 @@ mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t tmpfs tmpfs /newroot/run
 echo /sbin/modprobe >/proc/sys/kernel/modprobe
 cp /run.sh /newroot/run/camrelay-vm.sh
-exec switch_root /newroot /bin/sh /run/camrelay-vm.sh
+exec switch_root /newroot /bin/bash /run/camrelay-vm.sh
 EOF
 chmod +x "$ird/init" "$ird/run.sh"
 (cd "$ird" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$work/initrd.gz") ||
