@@ -658,16 +658,26 @@ static void test_relay_tls_stream_opens_records_in_place(void **state)
     tls_stream_records_intact("tls-inplace");
 }
 
-/* Where the kernel has TLS, the camera's direction goes to the kernel and is spliced, and the
- * same holds. Skipped on kernels without the TLS ULP (this machine's); tests/vm/kernel-vm.sh
- * runs it under Debian's kernel, which has it. */
-static void test_relay_ktls_stream_records_intact(void **state)
+/* Runs check on the fixture's relay with kernel TLS (setup_kernel_tls): the camera's
+ * direction goes to the kernel and is spliced. Skipped on kernels without the TLS ULP (this
+ * machine's); tests/e2e/test_kernel_tls.sh runs it under Debian's kernel, which has it. */
+static void through_kernel_tls(void (*check)(void))
 {
-    (void)state;
     if (!rly_ktls_available())
         skip();
     assert_string_equal(rly_relay_data_path(fx.relay), "ktls-splice");
+    check();
+}
+
+static void ktls_stream_records_intact(void)
+{
     tls_stream_records_intact("ktls-splice");
+}
+
+static void test_relay_ktls_stream_records_intact(void **state)
+{
+    (void)state;
+    through_kernel_tls(ktls_stream_records_intact);
 }
 
 /* The last frame and close_notify in one read: the frame arrives, then a clean half-close,
@@ -721,15 +731,12 @@ static void test_relay_tls_last_bytes_and_close_notify_in_one_read(void **state)
     tls_last_bytes_and_close_notify();
 }
 
-/* The same through the kernel's TLS, where the kernel has it: close_notify is a control
- * record, which the kernel will not splice; the relay reads it and half-closes. */
+/* Through kTLS close_notify is a control record, which the kernel will not splice: the relay
+ * reads it and half-closes. */
 static void test_relay_ktls_last_bytes_and_close_notify_in_one_read(void **state)
 {
     (void)state;
-    if (!rly_ktls_available())
-        skip();
-    assert_string_equal(rly_relay_data_path(fx.relay), "ktls-splice");
-    tls_last_bytes_and_close_notify();
+    through_kernel_tls(tls_last_bytes_and_close_notify);
 }
 
 struct upload {
@@ -810,10 +817,7 @@ static void test_relay_tls_upload_reaches_slow_camera(void **state)
 static void test_relay_ktls_upload_reaches_slow_camera(void **state)
 {
     (void)state;
-    if (!rly_ktls_available())
-        skip();
-    assert_string_equal(rly_relay_data_path(fx.relay), "ktls-splice");
-    upload_reaches_slow_camera();
+    through_kernel_tls(upload_reaches_slow_camera);
 }
 
 /* A camera that stops half way through a TLS record does not hold the relay's buffer for
