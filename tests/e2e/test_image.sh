@@ -115,6 +115,13 @@ done
 answer_s=$((SECONDS - boot_t0))
 if [ -n "$METRICS_PORT" ]; then
     pass "camrelayd's metrics port $METRICS_PORT answers GET /metrics, ${answer_s}s after qemu started"
+    # The appliance runs Debian's kernel, which has kernel TLS (a module the first TCP_ULP
+    # "tls" loads): its relay must use it.
+    metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$metrics_fwd/metrics")
+    echo "$metrics" | grep -qx 'camrelay_ktls_available 1' &&
+        echo "$metrics" | grep -qx 'camrelay_data_path_info{path="ktls-splice"} 1' ||
+        { echo "$metrics" | grep -E 'ktls|data_path' >&2; fail "the appliance's relay does not use kernel TLS"; }
+    pass "the appliance's relay hands TLS streams to the kernel (camrelay_ktls_available 1, path ktls-splice)"
 else
     pass "camrelayd :$RELAY_TLS_PORT completes a TLS handshake, ${answer_s}s after qemu started ($(tls_issuer "$relay_fwd"))"
 fi

@@ -125,7 +125,7 @@ for f in camrelayd camrelay-dispatch camrelay-agent camrelayctl; do
 done
 for f in /etc/camrelay/camrelayd.conf /etc/camrelay/dispatch.conf \
     /lib/systemd/system/camrelayd.service /lib/systemd/system/camrelay-dispatch.service \
-    /lib/systemd/system/camrelay-firstboot.service \
+    /lib/systemd/system/camrelay-firstboot.service /usr/lib/modules-load.d/camrelay.conf \
     /usr/share/man/man8/camrelayd.8.gz /usr/share/man/man8/camrelay-dispatch.8.gz \
     /usr/share/man/man1/camrelayctl.1.gz /usr/share/man/man1/camrelay-agent.1.gz \
     /usr/share/doc/camrelay/copyright /usr/share/doc/camrelay/changelog.gz; do
