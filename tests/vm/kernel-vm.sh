@@ -17,7 +17,8 @@
 # (these machines have no usable KVM): expect everything to run 10-30 times slower.
 #
 # Environment: VM_CACHE (where kernels are kept, default build/vm), VM_TIMEOUT (seconds,
-# default 900), VM_MEM_MB (2048), VM_CPUS (2), VM_VERBOSE=1 (kernel messages too).
+# default 900), VM_MEM_MB (2048), VM_CPUS (2), VM_VERBOSE=1 (kernel messages too), VM_KEEP=1
+# (keep the initramfs and the console log, for debugging the VM itself).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
